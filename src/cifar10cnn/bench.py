@@ -1,0 +1,55 @@
+"""Throughput measurement on real CIFAR-10 batches, through the same code paths as `train`/`evaluate`."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .config import RunConfig
+from .data.cifar10 import CIFAR10, channel_stats
+from .models import build_classifier, trainable_params
+from .training.loop import predict_logits, train_one_epoch
+from .training.run import make_optimizer
+from .training.runtime import resolve_runtime
+
+
+def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images: int = 10_000,
+          warmup_images: int = 1_000) -> dict:
+    """Training and evaluation images/s after warm-up (optimizer steps included in training)."""
+    rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
+    mean, std = channel_stats(data.train_x[:5000])
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
+    model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
+    opt = make_optimizer(cfg, model, rt)
+    x, y = data.train_x.to(rt.device), data.train_y.to(rt.device)
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    def timed_train(n: int) -> float:
+        order = torch.randperm(len(x), generator=g)[:n].to(rt.device)
+        t0 = time.perf_counter()
+        train_one_epoch(model, opt, x, y, order, rt, cfg.batch_size)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    timed_train(max(warmup_images, 10 * cfg.batch_size))
+    train_s = timed_train(train_images)
+    test_x = data.test_x[:eval_images]
+    predict_logits(model, test_x[: cfg.eval_batch_size * 2], rt, cfg.eval_batch_size)  # warm-up
+    t0 = time.perf_counter()
+    predict_logits(model, test_x, rt, cfg.eval_batch_size)
+    eval_s = time.perf_counter() - t0
+    return {
+        "model": cfg.model,
+        "trainable_params": trainable_params(model),
+        "batch_size": cfg.batch_size,
+        "eval_batch_size": cfg.eval_batch_size,
+        "train_images_per_s": round(train_images / train_s, 1),
+        "eval_images_per_s": round(len(test_x) / eval_s, 1),
+        "train_images": train_images,
+        "eval_images": len(test_x),
+        **{k: v for k, v in rt.describe().items() if k in ("device", "device_name", "precision", "channels_last",
+                                                          "threads", "torch")},
+    }

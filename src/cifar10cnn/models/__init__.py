@@ -1,0 +1,84 @@
+"""The model registry: every architecture is registered by name and built with `create_model`.
+
+    @register_model("seed")
+    def seed(num_classes=10, **options): ...
+
+    net = create_model("seed", num_classes=10)
+
+`create_model` returns the bare network (input: normalised float images N×3×32×32). Use
+`build_classifier` to get the network wrapped with its input normalisation, which is what is
+trained, saved, evaluated and (later) served and exported: it takes uint8 images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    try:
+        return _REGISTRY[name](num_classes=num_classes, **options)
+    except TypeError as e:
+        raise UserError(f"bad options for model {name!r}: {e}") from None
+
+
+def trainable_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Normalize(nn.Module):
+    """uint8 (or 0–255 float) images → (x/255 − mean) / std per channel. The one normalisation.
+
+    mean and std are buffers, so they travel with the weights in model.safetensors.
+    """
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
+        self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() * self.scale - self.shift
+
+
+class Classifier(nn.Module):
+    """normalise → network. Input: N×3×32×32 uint8 images (any memory format). Output: logits."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+def build_classifier(name: str, mean: list[float], std: list[float], num_classes: int = 10, **options) -> Classifier:
+    return Classifier(create_model(name, num_classes=num_classes, **options), mean, std)
+
+
+# importing the modules registers their models
+from . import seed  # noqa: E402,F401

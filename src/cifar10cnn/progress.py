@@ -1,0 +1,63 @@
+"""Progress bars and console output (rich), safe outside a terminal.
+
+Bars are drawn only on an interactive terminal; in a log file, CI or a pipe they are off and
+only the one-line summaries are printed (no `stty size`, no control characters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def download_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n: p.advance(task, n)
+
+
+class ImagesPerSecond(ProgressColumn):
+    """'1,234 img/s' from the task's completed image count and elapsed time."""
+
+    def render(self, task) -> Text:
+        rate = task.completed / task.elapsed if task.elapsed else 0.0
+        return Text(f"{rate:,.0f} img/s")
+
+
+@contextlib.contextmanager
+def image_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A bar counting images with img/s and ETA; yields `advance(n_images)`."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n: p.advance(task, n)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,1 @@
+"""Training: runtime choices, checkpoints, and the training loop."""

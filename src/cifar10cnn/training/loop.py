@@ -1,0 +1,96 @@
+"""The epoch primitives: `train_one_epoch`, `evaluate`, `predict_logits`.
+
+Data is one uint8 tensor of N×32×32×3 images resident on the device. A batch is picked by index
+and viewed as N×3×32×32 (channels_last for free); the model normalises it. Nothing here touches
+single images in Python. Loss and accuracy are accumulated on the device and read once per epoch
+(plus a finiteness check every `check_every` steps), so the hot loop does not wait on the host.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import TrainingDiverged
+from .runtime import Runtime
+
+
+def to_batch(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """N×32×32×3 uint8 → N×3×32×32 on the runtime's device, in its memory format."""
+    x = images.to(runtime.device, non_blocking=True).permute(0, 3, 1, 2)
+    return x if runtime.channels_last else x.contiguous()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    order: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int,
+    scaler: torch.amp.GradScaler | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    check_every: int = 100,
+) -> dict:
+    """One pass over `images[order]` in batches; returns mean train loss and accuracy."""
+    model.train()
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start:start + batch_size]
+        x, y = to_batch(images[idx], runtime), labels[idx]
+        with runtime.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+        if on_batch is not None:
+            on_batch(len(idx))
+        if (step + 1) % check_every == 0 and not torch.isfinite(loss_sum):
+            raise TrainingDiverged(f"loss became {loss_sum.item()} at step {step + 1}")
+    mean_loss = loss_sum.item() / len(order)
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(f"loss became {mean_loss}")
+    return {"loss": mean_loss, "accuracy": correct.item() / len(order)}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Logits (float32, on the CPU) for N×32×32×3 uint8 images, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_batch(images[start:start + batch_size], runtime)
+        with runtime.autocast():
+            out.append(model(x).float())
+        if on_batch is not None:
+            on_batch(len(x))
+    return torch.cat(out).cpu() if out else torch.zeros(0, 0)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime,
+             batch_size: int = 500, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Loss, accuracy and logits of `model` on a labelled set."""
+    logits = predict_logits(model, images, runtime, batch_size, on_batch)
+    labels = labels.cpu()
+    return {
+        "loss": F.cross_entropy(logits, labels).item(),
+        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "logits": logits,
+    }

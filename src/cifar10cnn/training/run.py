@@ -1,0 +1,247 @@
+"""A training run from config to run folder: the top-to-bottom story of `cifar10cnn train`.
+
+    runs/<name>/
+      config.json          every resolved setting + runtime, data split and normalisation
+      history.csv          one row per epoch
+      model.safetensors    best weights so far (by the monitored validation metric)
+      checkpoint/last.safetensors   resumable state, written atomically at the end of every epoch
+      metrics.json         the single test evaluation of the finished run
+
+Honesty: early stopping and the best epoch use the validation split only; the test set is
+evaluated once, after training, with the best weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..config import RunConfig, load_run_config
+from ..data.cifar10 import CIFAR10, channel_stats, load_cifar10, make_split
+from ..errors import TrainingDiverged, UserError
+from ..evaluation.metrics import classification_metrics
+from ..fileio import atomic_write_json, atomic_write_text
+from ..models import build_classifier, trainable_params
+from ..progress import console, image_progress
+from .checkpoint import load_checkpoint, load_into, read_weights, save_checkpoint, save_weights
+from .loop import evaluate, train_one_epoch
+from .runtime import Runtime, resolve_runtime
+
+RUN_FILES = ["config.json", "history.csv", "model.safetensors", "metrics.json", "checkpoint"]
+HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                  "images_per_s"]
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.model}-seed{cfg.seed}-{stamp}"
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> str:
+    """Decide what to do with `out`: 'new', 'resume' or 'finished'. Refuses to clobber results."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+    if not out.exists():
+        if resume:
+            raise UserError(f"nothing to resume: {out} does not exist")
+        return "new"
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    has_config = (out / "config.json").is_file()
+    finished = (out / "metrics.json").is_file()
+    if resume:
+        if not has_config:
+            raise UserError(f"nothing to resume: {out} has no config.json")
+        return "finished" if finished else "resume"
+    if overwrite:
+        if any(out.iterdir()) and not has_config:
+            raise UserError(f"--out {out} is not a cifar10cnn run folder; refusing to overwrite it")
+        for name in RUN_FILES:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        return "new"
+    if finished:
+        raise UserError(f"{out} already holds a finished run; use --overwrite to replace it or choose another --out")
+    if has_config:
+        raise UserError(f"{out} holds an unfinished run; use --resume to continue it or --overwrite to start again")
+    if any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and not a run folder; choose another --out")
+    return "new"
+
+
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module, runtime: Runtime) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # fused kernels: one update for all tensors (measured +4% img/s on the seed model at batch 32)
+    fused = {"fused": True} if runtime.device.type in ("cpu", "cuda") else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+
+
+def _history_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _is_better(cfg: RunConfig, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if cfg.monitor == "val_loss" else value > best
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Independent, reproducible seeds per (run seed, epoch): resume needs no saved RNG state."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63)
+
+
+def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None,
+          resume: bool = False, overwrite: bool = False, data: CIFAR10 | None = None) -> tuple[Path, dict]:
+    """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics)."""
+    out = Path(out) if out else default_run_dir(cfg)
+    mode = prepare_run_dir(out, resume, overwrite)
+    if mode != "new":
+        cfg, _ = load_run_config(out)
+    if mode == "finished":
+        console.print(f"{out} is already finished; nothing to resume")
+        return out, json.loads((out / "metrics.json").read_text())
+
+    data = data or load_cifar10(data_dir, cache_dir)
+    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
+    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
+    mean, std = channel_stats(data.train_x[split.train_idx])
+
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
+    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    optimizer = make_optimizer(cfg, model, runtime)
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
+    n_params = trainable_params(model)
+    weights_meta = {"model": cfg.model, "model_options": cfg.model_options, "classes": data.classes,
+                    "mean": mean, "std": std}
+
+    # the whole data set stays resident on the device as uint8
+    train_x, train_y = data.train_x.to(runtime.device), data.train_y.to(runtime.device)
+    val_x, val_y = train_x[split.val_idx.to(runtime.device)], train_y[split.val_idx.to(runtime.device)]
+    train_idx = split.train_idx.to(runtime.device)
+
+    loop = {"epoch": 0, "best": None, "best_epoch": 0, "best_val_accuracy": None, "wait": 0,
+            "history": [], "train_seconds": 0.0, "stopped_early": False}
+    ckpt_path = out / "checkpoint" / "last.safetensors"
+    if mode == "resume" and ckpt_path.is_file():
+        loop = load_checkpoint(ckpt_path, model, optimizer)
+        console.print(f"resuming {out} after epoch {loop['epoch']}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", {
+            "config": cfg.to_dict(),
+            "runtime": runtime.describe(),
+            "data": {"source": data.source, "classes": data.classes, "split_seed": split.seed,
+                     "train_images": len(split.train_idx), "val_images": len(split.val_idx),
+                     "test_images": len(data.test_y), "normalization": {"mean": mean, "std": std}},
+            "trainable_params": n_params,
+            "cifar10cnn": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+    console.print(
+        f"training {cfg.model} ({n_params:,} params) on {len(split.train_idx):,} images, "
+        f"validating on {len(split.val_idx):,} | {runtime.device} {runtime.precision} "
+        f"{'channels_last ' if runtime.channels_last else ''}{runtime.threads} threads | run: {out}"
+    )
+
+    while loop["epoch"] < cfg.epochs and not loop["stopped_early"]:
+        epoch = loop["epoch"] + 1
+        t0 = time.perf_counter()
+        g = torch.Generator(device="cpu").manual_seed(_epoch_seed(cfg.seed, epoch, 0))
+        order = train_idx[torch.randperm(len(train_idx), generator=g).to(runtime.device)]
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))  # dropout
+        try:
+            with image_progress(f"epoch {epoch}/{cfg.epochs}", len(order)) as advance:
+                tr = train_one_epoch(model, optimizer, train_x, train_y, order, runtime, cfg.batch_size,
+                                     scaler, on_batch=advance)
+        except TrainingDiverged as e:
+            kept = f"last good checkpoint: epoch {loop['epoch']} in {ckpt_path}" if loop["epoch"] else "no epoch finished"
+            raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
+        train_time = time.perf_counter() - t0
+        va = evaluate(model, val_x, val_y, runtime, cfg.eval_batch_size)
+        seconds = time.perf_counter() - t0
+        monitored = va["loss"] if cfg.monitor == "val_loss" else va["accuracy"]
+        row = {"epoch": epoch, "train_loss": round(tr["loss"], 6), "train_accuracy": round(tr["accuracy"], 6),
+               "val_loss": round(va["loss"], 6), "val_accuracy": round(va["accuracy"], 6),
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+               "images_per_s": round(len(order) / train_time, 1)}
+        loop["history"].append(row)
+        loop["epoch"] = epoch
+        loop["train_seconds"] += seconds
+        improved = _is_better(cfg, monitored, loop["best"])
+        if improved:
+            loop.update(best=monitored, best_epoch=epoch, best_val_accuracy=va["accuracy"], wait=0)
+            save_weights(out / "model.safetensors", model, {**weights_meta, "epoch": epoch})
+        else:
+            loop["wait"] += 1
+            loop["stopped_early"] = cfg.patience > 0 and loop["wait"] >= cfg.patience
+        atomic_write_text(out / "history.csv", _history_csv(loop["history"]))
+        save_checkpoint(ckpt_path, model, optimizer, loop)
+        console.print(
+            f"epoch {epoch:3d}/{cfg.epochs}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.2%}  "
+            f"val loss {va['loss']:.4f} acc {va['accuracy']:.2%}  {row['images_per_s']:,.0f} img/s  "
+            f"{seconds:.1f}s{'  *best' if improved else ''}"
+        )
+    if loop["stopped_early"]:
+        console.print(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs; "
+                      f"restoring epoch {loop['best_epoch']}")
+    metrics = evaluate_run(out, data=data, runtime=runtime)
+    metrics.update(
+        epochs=loop["epoch"], best_epoch=loop["best_epoch"], best_val_accuracy=loop["best_val_accuracy"],
+        train_seconds=round(loop["train_seconds"], 2), stopped_early=loop["stopped_early"],
+    )
+    atomic_write_json(out / "metrics.json", metrics)
+    return out, metrics
+
+
+def load_run_model(run_dir: Path, runtime: Runtime | None = None):
+    """(classifier with the run's best weights, weights metadata, runtime) for evaluation/prediction."""
+    run_dir = Path(run_dir)
+    cfg, _ = load_run_config(run_dir)
+    state, meta = read_weights(run_dir / "model.safetensors")
+    if meta.get("model") not in (None, cfg.model):
+        raise UserError(f"{run_dir / 'model.safetensors'} holds a {meta.get('model')!r} model, config says {cfg.model!r}")
+    runtime = runtime or resolve_runtime("auto", cfg.precision, cfg.channels_last, cfg.threads)
+    classes = meta.get("classes") or []
+    model = build_classifier(cfg.model, meta.get("mean", [0.0] * 3), meta.get("std", [1.0] * 3),
+                             len(classes) or 10, **cfg.model_options)
+    load_into(model, state, run_dir / "model.safetensors")
+    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    return model.eval(), meta, runtime
+
+
+def evaluate_run(run_dir: Path, data: CIFAR10 | None = None, data_dir=None, cache_dir=None,
+                 runtime: Runtime | None = None) -> dict:
+    """Evaluate a run's best weights on the test set once; return the metrics (not yet written)."""
+    model, meta, runtime = load_run_model(run_dir, runtime)
+    data = data or load_cifar10(data_dir, cache_dir)
+    if meta.get("classes") and meta["classes"] != data.classes:
+        raise UserError(f"the run was trained on classes {meta['classes']}, the data has {data.classes}")
+    t0 = time.perf_counter()
+    with image_progress("test", len(data.test_y)) as advance:
+        ev = evaluate(model, data.test_x, data.test_y, runtime, on_batch=advance)
+    metrics = classification_metrics(ev["logits"], data.test_y, data.classes)
+    metrics["trainable_params"] = trainable_params(model)
+    metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    metrics["model"] = meta.get("model")
+    if not math.isfinite(metrics["test_loss"]):
+        metrics["test_loss"] = None
+    return metrics
