@@ -7,17 +7,17 @@ STAMP  := $(VENV)/.installed-stamp
 SEED   ?= 0
 ARGS   ?=
 
-.PHONY: install run test lint bench clean-venv
+.PHONY: install run test lint bench bench-keras clean-venv
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,serve]"
 	@touch $(STAMP)
 
 run: install
-	$(BIN)/cifar10cnn train --seed $(SEED) $(ARGS)
+	$(BIN)/cifar10cnn train --seed $(SEED) --report $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -31,3 +31,11 @@ bench: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The seed's Keras code vs cifar10cnn on this machine (installs tensorflow-cpu into .venv-keras once)
+.venv-keras/bin/python:
+	$(PYTHON) -m venv .venv-keras
+	.venv-keras/bin/python -m pip install --quiet --disable-pip-version-check tensorflow-cpu
+
+bench-keras: install .venv-keras/bin/python
+	$(BIN)/python benchmarks/keras_vs_torch.py --keras-python .venv-keras/bin/python --batch-sizes 32 128

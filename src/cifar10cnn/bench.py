@@ -21,7 +21,7 @@ def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images:
     mean, std = channel_stats(data.train_x[:5000])
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
-    model = model.to(rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format)
+    model = rt.place(model)
     opt = make_optimizer(cfg, model, rt)
     x, y = data.train_x.to(rt.device), data.train_y.to(rt.device)
     g = torch.Generator().manual_seed(cfg.seed)

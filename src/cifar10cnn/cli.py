@@ -67,13 +67,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder (default runs/<model>-seed<seed>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--report", action="store_true", help="write the HTML report of the run when it finishes")
     _data_flags(p)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best weights on the test set; writes metrics.json")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean of image and mirror)")
     _data_flags(p)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report (and its PNGs) for a finished run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
+    _data_flags(p)
+
+    p = sub.add_parser("predict", help="classify image files or folders (PNG, JPEG, BMP, WebP) with a trained run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean of image and mirror)")
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
+
+    p = sub.add_parser("export", help="export a run's model to ONNX and verify it with onnxruntime")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/model.onnx)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--check-images", type=int, default=256, help="test images for the parity check (default 256)")
+    _data_flags(p)
+
+    p = sub.add_parser("serve", help="HTTP service + web page for a trained run (FastAPI + uvicorn)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=64, help="images per forward pass at most (default 64)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, help="wait for more requests at most this long (5)")
+    p.add_argument("--max-upload-mb", type=float, default=8.0, help="request body limit in MB (default 8)")
+    p.add_argument("--max-files", type=int, default=64, help="images per request at most (default 64)")
+    p.add_argument("--max-queue", type=int, default=1024, help="queued images before answering 503 (default 1024)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference engine (default torch)")
+
+    p = sub.add_parser("loadtest", help="load a running `serve` on this machine; latency percentiles and images/s")
+    p.add_argument("url", help="e.g. http://127.0.0.1:8000 (loopback only)")
+    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--max-requests", type=int, default=1_000_000)
+    p.add_argument("--images-per-request", type=int, default=1)
+    p.add_argument("--image", type=Path, help="image file to send (default: a generated 32×32 PNG)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bench", help="training and evaluation images/s on real CIFAR-10 batches")
     _training_flags(p)
@@ -123,17 +166,37 @@ TRAIN_FIELDS = ["model", "epochs", "batch_size", "lr", "seed", "device", "precis
                 "patience", "subset", "val_size", "split_seed"]
 
 
+def _check_resume_flags(out: Path, overrides: dict) -> None:
+    """--resume continues with the run's saved config; a flag asking for something else is an error."""
+    from .config import load_run_config
+
+    if not (out / "config.json").is_file():
+        return  # train() explains that there is nothing to resume
+    saved, _ = load_run_config(out)
+    changed = [f"--{k.replace('_', '-')} {v} (run has {getattr(saved, k)})"
+               for k, v in overrides.items() if v is not None and getattr(saved, k) != v]
+    if changed:
+        raise UserError(f"--resume continues {out} with its saved config; these flags differ: {'; '.join(changed)}")
+
+
 def cmd_train(args) -> None:
     from .config import RunConfig
     from .training.run import train
 
-    cfg = RunConfig.resolve(args.recipe, _overrides(args, TRAIN_FIELDS))
+    overrides = _overrides(args, TRAIN_FIELDS)
+    cfg = RunConfig.resolve(args.recipe, overrides)
+    if args.resume and args.out is not None:
+        _check_resume_flags(args.out, overrides)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite)
     console.print(
         f"test accuracy {m['test_accuracy']:.2%} (best epoch {m['best_epoch']} of {m['epochs']}, "
         f"val accuracy {m['best_val_accuracy']:.2%}, {m['train_seconds']:.0f} s training)"
     )
     console.print(f"run folder: {run_dir}")
+    if args.report:
+        from .evaluation.report import build_report
+
+        console.print(f"report: {build_report(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir)}")
 
 
 def _print_metrics(m: dict) -> None:
@@ -162,7 +225,7 @@ def cmd_evaluate(args) -> None:
 
     cfg, _ = load_run_config(run_dir)
     rt = resolve_runtime(args.device, cfg.precision, cfg.channels_last, cfg.threads)
-    m = evaluate_run(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir, runtime=rt)
+    m = evaluate_run(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir, runtime=rt, tta=args.tta)
     path = run_dir / "metrics.json"
     previous = {}
     if path.is_file():
@@ -170,12 +233,118 @@ def cmd_evaluate(args) -> None:
             previous = json.loads(path.read_text())
         except json.JSONDecodeError:
             previous = {}
-    atomic_write_json(path, {**previous, **m})
+    # flip-TTA figures go under "tta" so they never replace the plain test accuracy
+    atomic_write_json(path, {**previous, "tta": m} if args.tta else {**previous, **m})
     if args.json:
         print(json.dumps(m))
     else:
         _print_metrics(m)
         console.print(f"written: {path}")
+
+
+def cmd_report(args) -> None:
+    from .evaluation.report import build_report
+
+    if not args.run_dir.is_dir():
+        raise UserError(f"run folder not found: {args.run_dir}")
+    path = build_report(args.run_dir, args.out, data_dir=args.data_dir, cache_dir=args.cache_dir)
+    console.print(f"report: {path}")
+
+
+def cmd_predict(args) -> int:
+    from rich.table import Table
+
+    from .data.images import expand_paths
+    from .predict import predict_files
+    from .progress import image_progress
+
+    if args.top_k <= 0:
+        raise UserError(f"--top-k must be a positive integer, got {args.top_k}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if not args.run_dir.is_dir():
+        raise UserError(f"run folder not found: {args.run_dir}")
+    failed = 0
+    table = Table("file", f"top-{args.top_k} classes (probability)")
+    items = expand_paths(args.paths)
+    with image_progress("predict", len(items)) as advance:
+        for p in predict_files(args.run_dir, items, args.top_k, args.tta, args.batch_size, on_image=advance):
+            failed += p.error is not None
+            if args.json:
+                row = {"file": str(p.path), "top_k": [{"class": c, "probability": round(q, 6)} for c, q in p.top_k]}
+                if p.error:
+                    row = {"file": str(p.path), "error": p.error}
+                print(json.dumps(row), flush=True)
+            else:
+                table.add_row(str(p.path), f"[red]error: {p.error}[/red]" if p.error
+                              else "  ".join(f"{c} {q:.1%}" for c, q in p.top_k))
+    if not args.json:
+        console.print(table)
+    if failed:
+        err_console.print(f"{failed} input(s) could not be classified (reasons above)")
+        return 1
+    return 0
+
+
+def cmd_export(args) -> None:
+    from .data.cifar10 import load_cifar10
+    from .export import export_onnx, verify_onnx
+
+    if not args.run_dir.is_dir():
+        raise UserError(f"run folder not found: {args.run_dir}")
+    if args.check_images <= 0:
+        raise UserError(f"--check-images must be positive, got {args.check_images}")
+    path = export_onnx(args.run_dir, args.out, args.opset)
+    data = load_cifar10(args.data_dir, args.cache_dir)
+    check = verify_onnx(path, args.run_dir, data.test_x[: args.check_images])
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input uint8 N×3×32×32 (RGB 0–255), "
+                  f"output probabilities N×{len(data.classes)}, dynamic batch")
+    console.print(f"onnxruntime check on {check['images']} test images: same top-1 {check['same_top1']}/"
+                  f"{check['images']}, max |Δp| {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:.0e}): "
+                  f"{'OK' if check['ok'] else 'FAILED'}")
+    if not check["ok"]:
+        raise UserError(f"the exported model does not match PyTorch; {path} kept for inspection")
+
+
+def cmd_serve(args) -> None:
+    try:
+        import uvicorn
+
+        from .serving.app import Limits, create_app
+    except ImportError as e:
+        raise UserError(f"serving needs the serve extra ({e.name} missing): pip install 'cifar10cnn[serve]'") from None
+    for name in ("max_batch", "max_files", "max_queue", "port"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    if args.max_upload_mb <= 0 or args.max_delay_ms < 0:
+        raise UserError("--max-upload-mb must be positive and --max-delay-ms >= 0")
+    if not args.run_dir.is_dir():
+        raise UserError(f"run folder not found: {args.run_dir}")
+    limits = Limits(max_body_bytes=int(args.max_upload_mb * 1024 * 1024), max_files=args.max_files,
+                    max_queue_images=args.max_queue)
+    app = create_app(args.run_dir, args.max_batch, args.max_delay_ms, limits, args.backend)
+    console.print(f"serving {args.run_dir} on http://{args.host}:{args.port}  (page: /, API docs: /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+def cmd_loadtest(args) -> None:
+    from .serving.loadtest import run_loadtest
+
+    images = None
+    if args.image is not None:
+        if not args.image.is_file():
+            raise UserError(f"--image {args.image} not found")
+        images = [args.image.read_bytes()]
+    r = run_loadtest(args.url, args.clients, args.seconds, args.max_requests, images, args.images_per_request)
+    if args.json:
+        print(json.dumps(r))
+        return
+    console.print(
+        f"{r['requests']:,} requests ({r['images']:,} images) in {r['seconds']} s from {args.clients} clients: "
+        f"{r['requests_per_s']:,.0f} req/s, {r['images_per_s']:,.0f} images/s | latency p50 {r['p50_ms']} ms, "
+        f"p95 {r['p95_ms']} ms, p99 {r['p99_ms']} ms | errors {r['errors']} {r['statuses']} | "
+        f"server memory {r['server_rss_mb_start']} → {r['server_rss_mb_end']} MB | forward passes {r['forward_passes']}"
+    )
 
 
 def cmd_bench(args) -> None:
@@ -200,20 +369,24 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"data": cmd_data, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate,
-            "bench": cmd_bench}
+            "report": cmd_report, "predict": cmd_predict, "export": cmd_export, "serve": cmd_serve,
+            "loadtest": cmd_loadtest, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad flag (already reported in one line)
+        return int(e.code or 0)
+    try:
+        status = COMMANDS[args.command](args)
     except UserError as e:
         err_console.print(f"error: {e}", markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; a run can be continued with `cifar10cnn train --resume --out RUN_DIR`")
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ only the one-line summaries are printed (no `stty size`, no control characters).
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,8 +23,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
-console = Console(highlight=False, soft_wrap=True)
+# outside a terminal rich would assume 80 columns and cut file names in tables; use a wide page instead
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -78,7 +78,8 @@ class _BatchUnpickler(pickle.Unpickler):
 
     The official files are Python 2 pickles of a dict holding a numpy array. A plain
     ``pickle.load`` would run any callable a crafted file names; this one resolves only the
-    three numpy globals needed to rebuild an ndarray and refuses every other global.
+    numpy globals needed to rebuild an ndarray (and the str→bytes codec of Python 3 pickles) and
+    refuses every other global.
     """
 
     _ALLOWED = {
@@ -86,11 +87,16 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles (str → bytes, harmless)
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
         if name == "_reconstruct":
             return np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
         return getattr(np, name)
@@ -116,7 +122,8 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(d["data"])
     labels = np.asarray(d["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise UserError(f"CIFAR-10 file {path}: images must be uint8 rows of 3072 values, got {data.dtype} {data.shape}")
+        raise UserError(f"CIFAR-10 file {path}: images must be uint8 rows of 3072 values, "
+                        f"got {data.dtype} {data.shape}")
     if labels.shape != (data.shape[0],):
         raise UserError(f"CIFAR-10 file {path}: {labels.shape[0]} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= N_CLASSES):
@@ -126,9 +133,10 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def read_batches(folder: Path, n_train: int = N_TRAIN, n_test: int = N_TEST) -> CIFAR10:
+def read_batches(folder: Path) -> CIFAR10:
     """Parse and validate the official layout (5 training batches, 1 test batch, batches.meta)."""
     folder = Path(folder)
+    n_train, n_test = N_TRAIN, N_TEST
     missing = [f for f in [*TRAIN_FILES, TEST_FILE, META_FILE] if not (folder / f).is_file()]
     if missing:
         raise UserError(f"CIFAR-10 folder {folder} is incomplete: missing {', '.join(missing)}")
@@ -174,9 +182,10 @@ def _extract_safely(archive: Path, dest: Path) -> None:
         raise UserError(f"archive {archive} is not a valid .tar.gz ({e})") from None
 
 
-def download_cifar10(root: Path, url: str = URL, md5: str = MD5) -> Path:
+def download_cifar10(root: Path, url: str | None = None, md5: str | None = None) -> Path:
     """Download the official archive into `root`, check its md5, extract; return the batches folder."""
     root = Path(root)
+    url, md5 = url or URL, md5 or MD5
     root.mkdir(parents=True, exist_ok=True)
     digest = hashlib.md5()
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
@@ -254,7 +263,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str | os.
     except FileNotFoundError:
         key_dir = None  # incomplete folder: read_batches below names what is missing
     names = ["train_x", "train_y", "test_x", "test_y"]
-    if key_dir is not None and all((key_dir / f"{n}.npy").is_file() for n in names) and (key_dir / "classes.txt").is_file():
+    cached = key_dir is not None and (key_dir / "classes.txt").is_file()
+    if cached and all((key_dir / f"{n}.npy").is_file() for n in names):
         try:
             arrays = [torch.from_numpy(np.load(key_dir / f"{n}.npy", allow_pickle=False)) for n in names]
             classes = (key_dir / "classes.txt").read_text().split("\n")[:N_CLASSES]

@@ -103,8 +103,16 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             state.setdefault(int(idx), {})[name] = value
     for idx, entry in meta.get("optim_scalars", {}).items():
         state.setdefault(int(idx), {}).update(entry)
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta.get("param_groups", [])]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (KeyError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not fit this optimizer ({e})") from None
+    # Optimizer moments must share their parameter's memory format (channels_last): the fused CPU
+    # Adam kernel walks parameter, gradient and moments as flat memory. safetensors stores them
+    # contiguous, so lay them out again like the parameter.
+    for p, entry in optimizer.state.items():
+        for key, value in entry.items():
+            if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                entry[key] = torch.empty_like(p).copy_(value)
     return meta["loop"]

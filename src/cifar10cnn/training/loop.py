@@ -70,24 +70,30 @@ def train_one_epoch(
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 500,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, tta: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, on the CPU) for N×32×32×3 uint8 images, in eval mode."""
+    """Logits (float32, on the CPU) for N×32×32×3 uint8 images, in eval mode.
+
+    tta: flip test-time augmentation, the mean of the logits of each image and its mirror image.
+    """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = to_batch(images[start:start + batch_size], runtime)
         with runtime.autocast():
-            out.append(model(x).float())
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits)
         if on_batch is not None:
             on_batch(len(x))
     return torch.cat(out).cpu() if out else torch.zeros(0, 0)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime,
-             batch_size: int = 500, on_batch: Callable[[int], None] | None = None) -> dict:
+             batch_size: int = 500, on_batch: Callable[[int], None] | None = None, tta: bool = False) -> dict:
     """Loss, accuracy and logits of `model` on a labelled set."""
-    logits = predict_logits(model, images, runtime, batch_size, on_batch)
+    logits = predict_logits(model, images, runtime, batch_size, on_batch, tta)
     labels = labels.cpu()
     return {
         "loss": F.cross_entropy(logits, labels).item(),

@@ -126,7 +126,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
 
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
-    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    model = runtime.place(model)
     optimizer = make_optimizer(cfg, model, runtime)
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
     n_params = trainable_params(model)
@@ -173,7 +173,8 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
                 tr = train_one_epoch(model, optimizer, train_x, train_y, order, runtime, cfg.batch_size,
                                      scaler, on_batch=advance)
         except TrainingDiverged as e:
-            kept = f"last good checkpoint: epoch {loop['epoch']} in {ckpt_path}" if loop["epoch"] else "no epoch finished"
+            kept = (f"last good checkpoint: epoch {loop['epoch']} in {ckpt_path}" if loop["epoch"]
+                    else "no epoch finished")
             raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
         train_time = time.perf_counter() - t0
         va = evaluate(model, val_x, val_y, runtime, cfg.eval_batch_size)
@@ -218,18 +219,19 @@ def load_run_model(run_dir: Path, runtime: Runtime | None = None):
     cfg, _ = load_run_config(run_dir)
     state, meta = read_weights(run_dir / "model.safetensors")
     if meta.get("model") not in (None, cfg.model):
-        raise UserError(f"{run_dir / 'model.safetensors'} holds a {meta.get('model')!r} model, config says {cfg.model!r}")
+        raise UserError(f"{run_dir / 'model.safetensors'} holds a {meta.get('model')!r} model, "
+                        f"its config.json says {cfg.model!r}")
     runtime = runtime or resolve_runtime("auto", cfg.precision, cfg.channels_last, cfg.threads)
     classes = meta.get("classes") or []
     model = build_classifier(cfg.model, meta.get("mean", [0.0] * 3), meta.get("std", [1.0] * 3),
                              len(classes) or 10, **cfg.model_options)
     load_into(model, state, run_dir / "model.safetensors")
-    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    model = runtime.place(model)
     return model.eval(), meta, runtime
 
 
 def evaluate_run(run_dir: Path, data: CIFAR10 | None = None, data_dir=None, cache_dir=None,
-                 runtime: Runtime | None = None) -> dict:
+                 runtime: Runtime | None = None, tta: bool = False) -> dict:
     """Evaluate a run's best weights on the test set once; return the metrics (not yet written)."""
     model, meta, runtime = load_run_model(run_dir, runtime)
     data = data or load_cifar10(data_dir, cache_dir)
@@ -237,11 +239,12 @@ def evaluate_run(run_dir: Path, data: CIFAR10 | None = None, data_dir=None, cach
         raise UserError(f"the run was trained on classes {meta['classes']}, the data has {data.classes}")
     t0 = time.perf_counter()
     with image_progress("test", len(data.test_y)) as advance:
-        ev = evaluate(model, data.test_x, data.test_y, runtime, on_batch=advance)
+        ev = evaluate(model, data.test_x, data.test_y, runtime, on_batch=advance, tta=tta)
     metrics = classification_metrics(ev["logits"], data.test_y, data.classes)
     metrics["trainable_params"] = trainable_params(model)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
     metrics["model"] = meta.get("model")
+    metrics["tta"] = tta
     if not math.isfinite(metrics["test_loss"]):
         metrics["test_loss"] = None
     return metrics

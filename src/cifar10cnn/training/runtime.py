@@ -32,6 +32,11 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move a model to the device, in channels_last when chosen."""
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        return model.to(self.device, memory_format=fmt)
+
     def describe(self) -> dict:
         return {
             "device": str(self.device),

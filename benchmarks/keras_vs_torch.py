@@ -1,0 +1,75 @@
+"""The seed's Keras code vs `cifar10cnn bench`, same machine, same command, same batch sizes.
+
+    make bench-keras          (creates .venv-keras with tensorflow-cpu on first use)
+    .venv/bin/python benchmarks/keras_vs_torch.py --keras-python .venv-keras/bin/python --batch-sizes 32 128
+
+Both sides train the same architecture on the same real CIFAR-10 images for the same number of
+images after a warm-up, one after the other (never concurrently: 2 cores). Prints a table and
+the ratio cifar10cnn / Keras per batch size; --json prints the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keras-python", default=".venv-keras/bin/python")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--train-images", type=int, default=6000)
+    ap.add_argument("--data-dir")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not Path(args.keras_python).is_file():
+        print(f"error: no Keras environment at {args.keras_python}; run `make bench-keras`", file=sys.stderr)
+        return 2
+
+    from cifar10cnn.data.cifar10 import load_cifar10
+
+    data = load_cifar10(args.data_dir)
+    here = Path(__file__).parent
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "cifar.npz"
+        n = max(args.train_images, 10_000)
+        np.savez(npz, x=data.train_x[:n].numpy(), y=data.train_y[:n].numpy())
+        for bs in args.batch_sizes:
+            keras = json.loads(subprocess.run(
+                [args.keras_python, str(here / "keras_seed.py"), "--npz", str(npz), "--batch-size", str(bs),
+                 "--train-images", str(args.train_images)],
+                check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            ours = json.loads(subprocess.run(
+                [sys.executable, "-m", "cifar10cnn.cli", "bench", "--batch-size", str(bs), "--train-images",
+                 str(args.train_images), "--json"] + (["--data-dir", args.data_dir] if args.data_dir else []),
+                check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            rows.append({"batch_size": bs, "keras_train_images_per_s": keras["train_images_per_s"],
+                         "cifar10cnn_train_images_per_s": ours["train_images_per_s"],
+                         "train_ratio": round(ours["train_images_per_s"] / keras["train_images_per_s"], 2),
+                         "keras_eval_images_per_s": keras["eval_images_per_s"],
+                         "cifar10cnn_eval_images_per_s": ours["eval_images_per_s"],
+                         "keras_params": keras["trainable_params"], "cifar10cnn_params": ours["trainable_params"],
+                         "keras": keras["system"], "cifar10cnn": f"torch {ours['torch']} {ours['precision']}"})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'batch':>5}  {'Keras img/s':>11}  {'cifar10cnn img/s':>16}  {'ratio':>5}  "
+          f"{'Keras eval':>10}  {'ours eval':>9}")
+    for r in rows:
+        print(f"{r['batch_size']:>5}  {r['keras_train_images_per_s']:>11,.0f}  "
+              f"{r['cifar10cnn_train_images_per_s']:>16,.0f}  {r['train_ratio']:>4.2f}×  "
+              f"{r['keras_eval_images_per_s']:>10,.0f}  {r['cifar10cnn_eval_images_per_s']:>9,.0f}")
+    print(f"({rows[0]['keras']} vs cifar10cnn {rows[0]['cifar10cnn']}; trainable params "
+          f"{rows[0]['keras_params']:,} vs {rows[0]['cifar10cnn_params']:,})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

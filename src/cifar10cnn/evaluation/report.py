@@ -1,0 +1,322 @@
+"""`cifar10cnn report`: one self-contained HTML page (PNGs embedded) + the PNG files beside it.
+
+Sections: summary · training curves · confusion matrix · per-class metrics with 95% intervals and
+the most-confused pairs · galleries of right and wrong test images (and per class, on demand) ·
+Grad-CAM of mistakes · calibration · settings, machine and versions.
+
+Everything comes from the run folder plus one pass over the test set with the run's best weights.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..config import load_run_config  # noqa: E402
+from ..data.cifar10 import CIFAR10, load_cifar10  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..fileio import atomic_write, atomic_write_text  # noqa: E402
+from ..training.loop import predict_logits, to_batch  # noqa: E402
+from ..training.run import load_run_model  # noqa: E402
+from .explain import grad_cam  # noqa: E402
+from .metrics import calibration, confused_pairs, confusion_matrix, per_class_table, wilson_interval  # noqa: E402
+
+# one style for every plot
+STYLE = {
+    "figure.dpi": 100, "savefig.dpi": 110, "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold",
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+    "legend.frameon": False, "image.interpolation": "nearest",
+}
+TRAIN, VAL, ACCENT, GOOD, BAD = "#2f6db5", "#d1495b", "#edae49", "#2e933c", "#c0392b"
+ZOOM = 3  # gallery tiles: 32×32 → 96×96, nearest neighbour
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no history.csv; is it a finished run?")
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def plot_curves(history: list[dict], best_epoch: int, stopped_early: bool) -> bytes:
+    ep = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, key, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
+        ax.plot(ep, [h[f"train_{key}"] for h in history], "o-", color=TRAIN, ms=3, label=f"train {label}")
+        ax.plot(ep, [h[f"val_{key}"] for h in history], "o-", color=VAL, ms=3, label=f"validation {label}")
+        ax.axvline(best_epoch, color=ACCENT, ls="--", lw=1.5, label=f"best epoch ({best_epoch})")
+        if stopped_early and ep:
+            ax.axvspan(best_epoch, ep[-1], color=ACCENT, alpha=0.12, label="patience (early stopping)")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{label} per epoch")
+        ax.legend(fontsize=8)
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    return _png(fig)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    norm = cm / cm.sum(1, keepdims=True).clip(min=1)
+    panels = ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised (recall)", "{:.2f}"))
+    for ax, mat, title, fmt in panels:
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"confusion matrix: {title}")
+        ax.grid(False)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, fmt.format(mat[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=axes, fraction=0.025)
+    return _png(fig)
+
+
+def plot_per_class(rows: list[dict]) -> bytes:
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    x = np.arange(len(rows))
+    w = 0.27
+    acc = np.array([r["accuracy"] for r in rows])
+    err = np.array([[r["accuracy"] - r["ci_low"] for r in rows], [r["ci_high"] - r["accuracy"] for r in rows]])
+    ax.bar(x - w, acc, w, yerr=err, capsize=3, color=TRAIN, label="accuracy (recall) ± 95% CI")
+    ax.bar(x, [r["precision"] for r in rows], w, color=ACCENT, label="precision")
+    ax.bar(x + w, [r["f1"] for r in rows], w, color=VAL, label="F1")
+    ax.set_xticks(x, [r["class"] for r in rows])
+    ax.set_ylim(max(0.0, acc.min() - 0.25), 1.0)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_title("per-class metrics on the test set")
+    ax.legend(fontsize=8, ncol=3, loc="lower right")
+    return _png(fig)
+
+
+def plot_calibration(cal: dict) -> bytes:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    bins = [b for b in cal["bins"] if b["count"]]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = cal["bins"][0]["high"] - cal["bins"][0]["low"]
+    axes[0].bar(centres, [b["accuracy"] for b in bins], width * 0.9, color=TRAIN, label="accuracy in bin")
+    axes[0].plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    axes[0].plot(centres, [b["confidence"] for b in bins], "o", color=VAL, ms=4, label="mean confidence in bin")
+    axes[0].set_xlabel("confidence (max probability)")
+    axes[0].set_ylabel("accuracy")
+    axes[0].set_title(f"reliability diagram (ECE {cal['ece']:.2%})")
+    axes[0].legend(fontsize=8)
+    axes[1].bar(centres, [b["count"] for b in bins], width * 0.9, color=ACCENT)
+    axes[1].set_xlabel("confidence (max probability)")
+    axes[1].set_ylabel("test images")
+    axes[1].set_title("confidence histogram")
+    return _png(fig)
+
+
+def plot_gallery(images: np.ndarray, captions: list[str], colors: list[str], title: str, cols: int = 10) -> bytes:
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.25, rows * 1.55))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, img, cap, col in zip(np.atleast_1d(axes).ravel(), images, captions, colors, strict=False):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(cap, fontsize=6.5, color=col)
+    fig.suptitle(title, fontweight="bold")
+    return _png(fig)
+
+
+def plot_gradcam(images: np.ndarray, cams: np.ndarray, captions: list[str]) -> bytes:
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.3, 3.0), squeeze=False)
+    for k in range(n):
+        axes[0, k].imshow(images[k], interpolation="nearest")
+        axes[0, k].set_title(captions[k], fontsize=6.5, color=BAD)
+        axes[1, k].imshow(images[k], interpolation="nearest")
+        axes[1, k].imshow(cams[k], cmap="jet", alpha=0.45, interpolation="bilinear", vmin=0, vmax=1)
+        for r in (0, 1):
+            axes[r, k].axis("off")
+    fig.suptitle("Grad-CAM for the predicted class on mistakes (top: image, bottom: where the network looked)",
+                 fontweight="bold")
+    return _png(fig)
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+
+def _img_tag(png: bytes, alt: str, css: str = "") -> str:
+    return f'<img alt="{html.escape(alt)}" style="{css}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _tile(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #2f6db5;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;
+text-align:right} th{background:#f2f5fa} td:first-child,th:first-child{text-align:left}
+img{max-width:100%} .tiles{display:flex;flex-wrap:wrap;gap:6px} .tile{text-align:center;font-size:.72em;width:100px}
+.tile img{image-rendering:pixelated;width:96px;height:96px} .bad{color:#c0392b} .good{color:#2e933c}
+.kpi{display:flex;gap:2em;flex-wrap:wrap} .kpi div{background:#f2f5fa;padding:.6em 1em;border-radius:6px}
+.kpi b{display:block;font-size:1.5em} details{margin:.3em 0} summary{cursor:pointer;font-weight:600}
+nav a{margin-right:1em}
+"""
+
+
+def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = None, data_dir=None,
+                 cache_dir=None, gallery_size: int = 30, cam_count: int = 10) -> Path:
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report.html"
+    cfg, config_doc = load_run_config(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise UserError(f"{run_dir} has no metrics.json: the run is not finished "
+                        f"(finish it with `train --resume` or run `cifar10cnn evaluate` on it)")
+    metrics = json.loads(metrics_path.read_text())
+    history = _read_history(run_dir)
+    model, meta, runtime = load_run_model(run_dir)
+    data = data or load_cifar10(data_dir, cache_dir)
+    classes = data.classes
+
+    logits = predict_logits(model, data.test_x, runtime)
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    labels = data.test_y
+    cm = confusion_matrix(pred, labels, len(classes))
+    rows = per_class_table(cm, classes)
+    pairs = confused_pairs(cm, classes)
+    cal = calibration(probs, labels)
+    images = data.test_x.numpy()
+    acc = (pred == labels).double().mean().item()
+
+    wrong = torch.nonzero(pred != labels).flatten()
+    wrong = wrong[conf[wrong].argsort(descending=True)]
+    right = torch.nonzero(pred == labels).flatten()
+    right = right[conf[right].argsort(descending=True)]
+
+    def captions(idx):
+        return [f"{classes[labels[i]]}→{classes[pred[i]]}\n{conf[i]:.0%}" if pred[i] != labels[i]
+                else f"{classes[labels[i]]}\n{conf[i]:.0%}" for i in idx.tolist()]
+
+    figures: dict[str, bytes] = {}
+    with plt.rc_context(STYLE):
+        figures["curves"] = plot_curves(history, int(metrics.get("best_epoch", 0)), bool(metrics.get("stopped_early")))
+        figures["confusion"] = plot_confusion(cm.numpy(), classes)
+        figures["per_class"] = plot_per_class(rows)
+        figures["calibration"] = plot_calibration(cal)
+        g_wrong = wrong[:gallery_size]
+        figures["mistakes"] = plot_gallery(images[g_wrong], captions(g_wrong), [BAD] * len(g_wrong),
+                                           "most confident mistakes (true→predicted, confidence)")
+        g_right = right[:gallery_size]
+        figures["correct"] = plot_gallery(images[g_right], captions(g_right), [GOOD] * len(g_right),
+                                          "most confident correct predictions")
+        sample = wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(0))[:cam_count]]
+        cams = grad_cam(model, to_batch(data.test_x[sample], runtime).float(), pred[sample]) if len(sample) else None
+        if cams is not None:
+            figures["gradcam"] = plot_gradcam(images[sample], cams.numpy(), captions(sample))
+
+    stem = out.stem
+    for name, png in figures.items():
+        atomic_write(out.parent / f"{stem}_{name}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
+
+    # per-class galleries, on demand (<details>)
+    per_class_html = []
+    for c, name in enumerate(classes):
+        c_wrong = wrong[labels[wrong] == c][:12]
+        c_right = right[labels[right] == c][:12]
+        tiles = "".join(
+            f'<div class="tile">{_img_tag(_tile(images[i]), cap)}<div class="{cls}">{html.escape(cap)}</div></div>'
+            for idx, cls in ((c_wrong, "bad"), (c_right, "good"))
+            for i, cap in zip(idx.tolist(), captions(idx), strict=True)
+        )
+        per_class_html.append(
+            f"<details><summary>{html.escape(name)}: {rows[c]['accuracy']:.1%} correct — "
+            f"{len(c_wrong)} most confident mistakes, then {len(c_right)} most confident correct</summary>"
+            f'<div class="tiles">{tiles}</div></details>'
+        )
+
+    rt = config_doc.get("runtime", {})
+    n_test = len(labels)
+    lo, hi = wilson_interval(int((pred == labels).sum()), n_test)
+    settings = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in cfg.to_dict().items()]
+    machine = [["device", f"{rt.get('device')} ({rt.get('device_name')})"], ["precision", rt.get("precision")],
+               ["channels_last", rt.get("channels_last")], ["threads", rt.get("threads")],
+               ["torch", rt.get("torch")], ["python", rt.get("python")], ["platform", rt.get("platform")],
+               ["cifar10cnn", config_doc.get("cifar10cnn")], ["created", config_doc.get("created")]]
+    data_doc = config_doc.get("data", {})
+    best_classes = sorted(rows, key=lambda r: -r["accuracy"])
+    sections = [
+        ("summary", "Summary", f"""
+<div class="kpi"><div>test accuracy<b>{acc:.2%}</b>95% CI {lo:.2%}–{hi:.2%}</div>
+<div>best epoch<b>{metrics.get('best_epoch')} / {metrics.get('epochs')}</b>
+val accuracy {metrics.get('best_val_accuracy') or 0:.2%}</div>
+<div>trainable parameters<b>{metrics.get('trainable_params', 0):,}</b>{html.escape(cfg.model)}</div>
+<div>training time<b>{metrics.get('train_seconds', 0):.0f} s</b>{html.escape(str(rt.get('device_name')))}</div>
+<div>calibration (ECE)<b>{cal['ece']:.2%}</b>mean confidence {cal['mean_confidence']:.1%}</div></div>
+<p>Trained on {data_doc.get('train_images', '?'):,} images, model selection on {data_doc.get('val_images', '?'):,}
+held-out training images (split seed {data_doc.get('split_seed')}); the {n_test:,} test images were used only for
+this evaluation. Easiest classes: {', '.join(r['class'] for r in best_classes[:2])}; hardest:
+{', '.join(r['class'] for r in best_classes[-2:])}.</p>"""),
+        ("curves", "Training curves", _img_tag(figures["curves"], "training curves")
+         + "<p>The dashed line marks the best epoch by validation "
+         + ("loss" if cfg.monitor == "val_loss" else "accuracy")
+         + "; its weights are the ones evaluated. "
+         + (f"Training stopped early after {cfg.patience} epochs without improvement (shaded)."
+            if metrics.get("stopped_early") else "Training ran all its epochs.") + "</p>"),
+        ("confusion", "Confusion matrix", _img_tag(figures["confusion"], "confusion matrix")),
+        ("per-class", "Per-class metrics", _img_tag(figures["per_class"], "per-class metrics") + _table(
+            ["class", "accuracy", "95% CI", "precision", "recall", "F1", "test images"],
+            [[r["class"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}", f"{r['precision']:.1%}",
+              f"{r['recall']:.1%}", f"{r['f1']:.3f}", r["support"]] for r in rows])
+         + "<p>Intervals: 95% Wilson score intervals for a binomial proportion.</p><h3>Most-confused pairs</h3>"
+         + _table(["pair", "first → second", "second → first", "total"],
+                  [[f"{a} / {b}", p["a_as_b"], p["b_as_a"], p["total"]] for p in pairs for a, b in [p["pair"]]])),
+        ("galleries", "Right and wrong", _img_tag(figures["mistakes"], "mistakes")
+         + _img_tag(figures["correct"], "correct") + "<h3>Per class (click to open)</h3>" + "".join(per_class_html)),
+        ("gradcam", "Where the network looked (Grad-CAM)",
+         _img_tag(figures["gradcam"], "Grad-CAM") if "gradcam" in figures else "<p>No mistakes to explain.</p>"),
+        ("calibration", "Calibration", _img_tag(figures["calibration"], "calibration")
+         + f"<p>Expected calibration error {cal['ece']:.2%} over 15 equal-width confidence bins: the average gap "
+           f"between how sure the model is and how often it is right.</p>"),
+        ("settings", "Settings, machine and versions", "<h3>Run config</h3>" + _table(["setting", "value"], settings)
+         + "<h3>Machine</h3>" + _table(["", ""], machine)),
+    ]
+    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
+                   for sid, title, content in sections)
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>cifar10cnn report: "
+            f"{html.escape(run_dir.name)}</title><style>{CSS}</style></head><body><h1>cifar10cnn report: "
+            f"{html.escape(cfg.model)}</h1><p>run folder <code>{html.escape(str(run_dir))}</code></p><nav>{nav}</nav>"
+            f"{body}</body></html>")
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,117 @@
+"""`cifar10cnn export RUN_DIR --format onnx`: a portable ONNX file, verified with onnxruntime.
+
+The graph takes **uint8 images, N×3×32×32 (NCHW, RGB, 0–255)** with a dynamic batch dimension,
+normalises them inside (the run's mean/std) and returns **probabilities** N×10 (softmax inside).
+After writing, the file is checked against the PyTorch model in fp32 on test images: the same
+top-1 class for every image and a maximum absolute difference of probabilities ≤ 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .fileio import atomic_write
+from .training.run import load_run_model
+from .training.runtime import resolve_runtime
+
+TOLERANCE = 1e-4
+
+
+class WithSoftmax(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).softmax(dim=1)
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs the serve extra: pip install 'cifar10cnn[serve]'") from None
+
+
+def export_onnx(run_dir: Path, out: Path | None = None, opset: int = 18) -> Path:
+    """Write RUN_DIR/model.onnx (or `out`) atomically; return its path."""
+    _require_onnx()
+    import onnx
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "model.onnx"
+    fp32 = resolve_runtime("cpu", "fp32", channels_last=False)
+    model, meta, _ = load_run_model(run_dir, fp32)
+    wrapped = WithSoftmax(model).eval()
+    example = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(wrapped, (example,), dynamo=True, opset_version=opset,
+                                        input_names=["images"], output_names=["probabilities"],
+                                        dynamic_shapes={"images": {0: batch}}, external_data=False, verbose=False)
+        except Exception as e:  # the exporter raises many types; report the first line
+            raise UserError(f"ONNX export of {meta.get('model')!r} failed: {str(e).splitlines()[0]}") from None
+    proto = program.model_proto
+    for key, value in {"cifar10cnn.model": meta.get("model"), "cifar10cnn.classes": json.dumps(meta["classes"]),
+                       "cifar10cnn.input": "uint8 NCHW RGB 0-255, 32x32; normalisation inside",
+                       "cifar10cnn.output": "probabilities (softmax)"}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.checker.check_model(proto)
+    atomic_write(out, lambda tmp: onnx.save_model(proto, tmp))
+    return out
+
+
+def verify_onnx(onnx_path: Path, run_dir: Path, images: torch.Tensor) -> dict:
+    """Compare onnxruntime with the PyTorch model (fp32) on N×32×32×3 uint8 images."""
+    _require_onnx()
+    import onnxruntime as ort
+
+    fp32 = resolve_runtime("cpu", "fp32", channels_last=False)
+    model, _, _ = load_run_model(run_dir, fp32)
+    x = images.permute(0, 3, 1, 2).contiguous()
+    with torch.inference_mode():
+        ref = model(x).softmax(1)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    diff = (got - ref).abs().max().item()
+    same = int((got.argmax(1) == ref.argmax(1)).sum())
+    return {"images": len(x), "same_top1": same, "max_abs_diff": diff,
+            "ok": same == len(x) and diff <= TOLERANCE, "tolerance": TOLERANCE}
+
+
+def onnx_vs_torch_speed(onnx_path: Path, run_dir: Path, images: torch.Tensor, batch_size: int = 64,
+                        repeats: int = 5) -> dict:
+    """images/s of onnxruntime and of PyTorch (the run's serving precision) at one batch size."""
+    import onnxruntime as ort
+
+    model, _, rt = load_run_model(run_dir)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = images[:batch_size].permute(0, 3, 1, 2).contiguous()
+
+    def rate(fn) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return repeats * len(x) / (time.perf_counter() - t0)
+
+    def torch_forward():
+        with torch.inference_mode(), rt.autocast():
+            model(x.to(rt.device).contiguous(memory_format=torch.channels_last)).softmax(1)
+
+    def onnx_forward():
+        session.run(None, {"images": x.numpy()})
+
+    return {"batch_size": len(x), "onnxruntime_images_per_s": round(rate(onnx_forward), 1),
+            "torch_images_per_s": round(rate(torch_forward), 1), "torch_precision": rt.precision}

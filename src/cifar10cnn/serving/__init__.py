@@ -1,0 +1,1 @@
+"""Serving: the HTTP service (FastAPI), its dynamic batcher, and the web page."""

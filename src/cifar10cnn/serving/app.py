@@ -1,0 +1,235 @@
+"""`cifar10cnn serve`: the HTTP service (FastAPI) for a trained run.
+
+    POST /v1/predict      images as multipart files (any field name) or one raw image body;
+                          ?top_k=5 (1–10), ?explain=1 adds the 32×32 input and a Grad-CAM overlay (PNG, base64)
+    GET  /v1/model        name, classes, trainable params, test accuracy, input, precision, backend
+    GET  /healthz         liveness + batcher counters + resident memory
+    GET  /                the web page;  GET /docs  OpenAPI docs
+
+Limits (each a JSON error {"error": {"status", "message"}}): request body size, checked while
+reading (413); files per request (413); pixels per image (413, decompression bombs); not an image
+or an unsupported type (415); a damaged image (422); a full request queue (503 + Retry-After).
+Preprocessing is `predict`'s (`decode_image`), the model is the run's best weights. No name or path
+from a request is ever used on the file system: uploads are read into memory and decoded there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from ..data.images import MAX_PIXELS, ImageError, decode_image
+from ..errors import UserError
+from ..evaluation.explain import grad_cam, overlay_png
+from ..training.loop import predict_logits
+from ..training.run import load_run_model
+from .batcher import DynamicBatcher, QueueFull
+
+PAGE = Path(__file__).parent / "page" / "index.html"
+STATUS_FOR_IMAGE_ERROR = {"unsupported": 415, "too_large": 413}  # other kinds: 422
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_files: int = 64
+    max_pixels: int = MAX_PIXELS
+    max_queue_images: int = 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def make_infer(run_dir: Path, backend: str):
+    """(infer(uint8 N×32×32×3) → probabilities, torch model, metadata, description)."""
+    model, meta, rt = load_run_model(run_dir)
+    if backend == "onnx":
+        from ..export import export_onnx
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("--backend onnx needs onnxruntime: pip install 'cifar10cnn[serve]'") from None
+        onnx_path = Path(run_dir) / "model.onnx"
+        if not onnx_path.is_file():
+            export_onnx(run_dir, onnx_path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = rt.threads
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+        def infer(images: np.ndarray) -> np.ndarray:
+            return session.run(None, {"images": np.ascontiguousarray(images.transpose(0, 3, 1, 2))})[0]
+
+        return infer, model, meta, rt, "onnxruntime fp32"
+
+    def infer(images: np.ndarray) -> np.ndarray:
+        return predict_logits(model, torch.from_numpy(images), rt, batch_size=len(images)).softmax(1).numpy()
+
+    return infer, model, meta, rt, f"torch {rt.precision}"
+
+
+def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, limits: Limits | None = None,
+               backend: str = "torch") -> FastAPI:
+    run_dir = Path(run_dir)
+    limits = limits or Limits()
+    infer, model, meta, rt, backend_desc = make_infer(run_dir, backend)
+    classes: list[str] = meta["classes"]
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    batcher = DynamicBatcher(infer, max_batch, max_delay_ms, limits.max_queue_images)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="cifar10cnn", version="1", lifespan=lifespan,
+                  description=f"CIFAR-10 classifier `{meta.get('model')}` from run `{run_dir.name}`.")
+    app.state.batcher = batcher
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "rss_mb": round(rss_mb(), 1), "batcher": asdict(batcher.stats)}
+
+    model_info = {
+        "name": meta.get("model"), "run": run_dir.name, "classes": classes,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "test_accuracy": metrics.get("test_accuracy"), "input": {"height": 32, "width": 32, "channels": 3,
+                                                                 "dtype": "uint8", "resize": "shorter side to 32, "
+                                                                 "centre crop 32×32"},
+        "precision": backend_desc.split()[-1], "backend": backend_desc, "max_batch": max_batch,
+        "max_delay_ms": max_delay_ms, "limits": asdict(limits),
+    }
+
+    @app.get("/v1/model")
+    async def model_card():
+        return model_info
+
+    async def read_limited(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise ApiError(413, f"request body {int(declared):,} bytes exceeds the limit of {limits.max_body_bytes:,}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise ApiError(413, f"request body exceeds the limit of {limits.max_body_bytes:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def uploads(request: Request) -> list[tuple[str, bytes]]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await read_limited(request)
+        if ctype == "multipart/form-data":
+            request._body = body  # Starlette parses the form from this buffer; nothing touches the disk by name
+            try:
+                form = await request.form(max_files=limits.max_files + 1, max_fields=limits.max_files + 16)
+            except Exception as e:  # malformed multipart or over Starlette's count
+                raise ApiError(413 if "Too many" in str(e) else 400, f"bad multipart body: {e}") from None
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if len(files) > limits.max_files:
+                raise ApiError(413, f"too many files: {len(files)} (limit {limits.max_files})")
+            out = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
+            await form.close()
+            if not out:
+                raise ApiError(422, "no files in the multipart body; send images as file fields")
+            return out
+        if ctype.startswith("image/") or ctype == "application/octet-stream":
+            if not body:
+                raise ApiError(422, "empty request body")
+            return [("body", body)]
+        raise ApiError(415, f"unsupported content type {ctype or '(none)'!r}; send multipart/form-data files "
+                            f"or a raw image/* body")
+
+    def decode_all(files: list[tuple[str, bytes]]) -> np.ndarray:
+        arrays = []
+        for name, blob in files:
+            try:
+                arrays.append(decode_image(blob, limits.max_pixels))
+            except ImageError as e:
+                raise ApiError(STATUS_FOR_IMAGE_ERROR.get(e.kind, 422), f"{name}: {e}") from None
+        return np.stack(arrays)
+
+    def explain_images(images: np.ndarray, predicted: np.ndarray) -> list[dict]:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(rt.device)
+        cams = grad_cam(model, x, torch.from_numpy(predicted)).numpy()
+        out = []
+        for img, cam in zip(images, cams, strict=True):
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            out.append({"input_png": base64.b64encode(buf.getvalue()).decode(),
+                        "gradcam_png": base64.b64encode(overlay_png(img, cam)).decode()})
+        return out
+
+    @app.post("/v1/predict", summary="classify one or more images")
+    async def predict(request: Request, top_k: int = 5, explain: int = 0):
+        if not 1 <= top_k <= len(classes):
+            raise ApiError(422, f"top_k must be between 1 and {len(classes)}, got {top_k}")
+        t0 = time.perf_counter()
+        files = await uploads(request)
+        total = sum(len(b) for _, b in files)
+        images = decode_all(files) if total < 256 * 1024 else await asyncio.to_thread(decode_all, files)
+        try:
+            probs = await batcher.submit(images)
+        except QueueFull as e:
+            raise ApiError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+        order = np.argsort(-probs, axis=1)[:, :top_k]
+        results = [{"file": name, "top_k": [{"class": classes[c], "probability": round(float(p[c]), 6)} for c in idx]}
+                   for (name, _), p, idx in zip(files, probs, order, strict=True)]
+        if explain:
+            # Grad-CAM runs on the model thread, never concurrently with a batched forward pass
+            extra = await batcher.run_exclusive(explain_images, images, order[:, 0])
+            for r, e in zip(results, extra, strict=True):
+                r.update(e)
+        return {"model": meta.get("model"), "predictions": results,
+                "time_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    return app

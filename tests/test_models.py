@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cifar10cnn.errors import UserError
+from cifar10cnn.models import build_classifier, create_model, list_models, trainable_params
+
+
+def test_seed_has_the_keras_parameter_count():
+    assert trainable_params(create_model("seed")) == 1_454_730
+
+
+def test_seed_layer_order_matches_the_keras_model():
+    net = create_model("seed")
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds == ["Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d"] * 3
+    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    for bn in (m for m in net.features if isinstance(m, nn.BatchNorm2d)):
+        assert bn.eps == 1e-3 and bn.momentum == pytest.approx(0.01)  # Keras momentum 0.99
+    head = [type(m).__name__ for m in net.classifier]
+    assert head == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    dense = [m for m in net.classifier if isinstance(m, nn.Linear)]
+    assert [(d.in_features, d.out_features) for d in dense] == [(4096, 256), (256, 128), (128, 10)]
+    assert [m.p for m in net.classifier if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+
+
+def test_seed_uses_glorot_uniform_kernels_and_zero_biases():
+    torch.manual_seed(0)
+    net = create_model("seed")
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight
+            fan_in = w[0].numel()
+            fan_out = w.shape[0] * (w[0][0].numel() if w.dim() == 4 else 1)
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            assert w.abs().max() <= bound
+            assert w.abs().max() > 0.9 * bound  # uniform over the whole range, not a narrower init
+            assert torch.count_nonzero(m.bias) == 0
+
+
+def test_flatten_follows_keras_channels_last_order():
+    net = create_model("seed").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = net.features(x)  # N×256×4×4
+        keras_order = feats.permute(0, 2, 3, 1).reshape(2, -1)  # (H, W, C) like Keras' Flatten on NHWC
+        torch.testing.assert_close(net(x), net.classifier(keras_order))
+        assert not torch.allclose(net(x), net.classifier(feats.reshape(2, -1)))
+
+
+def test_seed_variants_are_options_not_copies():
+    assert trainable_params(create_model("seed", batchnorm=False)) == 1_454_730 - 2 * (64 + 128 + 256)
+    assert trainable_params(create_model("seed", filters=(64, 64, 64))) < 1_454_730
+    assert create_model("seed", dropout=0.25).classifier[2].p == 0.25
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown model 'nope'; valid models: .*seed"):
+        create_model("nope")
+    assert "seed" in list_models()
+
+
+def test_bad_model_option_is_a_user_error():
+    with pytest.raises(UserError, match="bad options"):
+        create_model("seed", wings=2)
+
+
+def test_classifier_takes_uint8_and_normalises_inside():
+    torch.manual_seed(0)
+    clf = build_classifier("seed", [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]).eval()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    expected = clf.net((x.float() / 255 - 0.5) / 0.25)
+    torch.testing.assert_close(clf(x), expected)
+    # the same output in channels_last memory format
+    torch.testing.assert_close(clf(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5, rtol=1e-5)
