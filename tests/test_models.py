@@ -77,3 +77,56 @@ def test_classifier_takes_uint8_and_normalises_inside():
     torch.testing.assert_close(clf(x), expected)
     # the same output in channels_last memory format
     torch.testing.assert_close(clf(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5, rtol=1e-5)
+
+
+REFERENCE_PARAMS = {  # ../shared/REFERENCES.md
+    "seed": 1_454_730, "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,
+    "resnet110": 1_727_962, "resnet18": 11_173_962, "mobilenetv2": 2_296_922,
+    # kuangliu's PreActResNet18 (11,171,146) + the final BN of the pre-activation paper (2 × 512)
+    "preact_resnet18": 11_171_146 + 1_024,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_reference_parameter_counts(name):
+    assert trainable_params(create_model(name)) == REFERENCE_PARAMS[name]
+
+
+def test_every_registered_model_has_a_reference_count():
+    assert sorted(list_models()) == sorted(REFERENCE_PARAMS)
+
+
+def test_forward_flops_match_hand_counts():
+    from cifar10cnn.models import forward_flops
+
+    macs = 32 * 32 * 64 * 27 + 16 * 16 * 128 * 576 + 8 * 8 * 256 * 1152 + 4096 * 256 + 256 * 128 + 128 * 10
+    assert forward_flops(create_model("seed")) == 2 * macs  # ≈ 81 MFLOPs; a training step ≈ 3× (243 MFLOP)
+
+
+def test_resnet20_option_a_shortcut_has_no_parameters():
+    from cifar10cnn.models.resnet import ShortcutA
+
+    net = create_model("resnet20")
+    shortcuts = [m for m in net.modules() if isinstance(m, ShortcutA)]
+    assert len(shortcuts) == 2 and all(not list(s.parameters()) for s in shortcuts)
+    x = torch.randn(2, 16, 32, 32)
+    y = shortcuts[0](x)
+    assert y.shape == (2, 32, 16, 16) and torch.equal(y[:, 8:24], x[:, :, ::2, ::2]) and y[:, :8].abs().sum() == 0
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_each_model_learns_a_fixed_batch(name):
+    """A few steps on one batch lower its loss: gradients flow through every architecture."""
+    torch.manual_seed(0)
+    model = build_classifier(name, [0.5] * 3, [0.25] * 3).to(memory_format=torch.channels_last)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    y = torch.arange(16) % 10
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

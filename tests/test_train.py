@@ -76,6 +76,10 @@ def test_finished_run_is_never_overwritten_by_accident(quick_run, capsys):
 def test_overwrite_replaces_a_run(tmp_path):
     out = tmp_path / "r"
     assert cli("train", *QUICK, "--epochs", "1", "--out", out) == 0
+    metrics = (out / "metrics.json").read_text()
+    # an --overwrite that cannot start (bad data folder) leaves the old run as it was
+    assert cli("train", *QUICK, "--epochs", "1", "--out", out, "--overwrite", "--data-dir", tmp_path / "none") == 2
+    assert (out / "metrics.json").read_text() == metrics
     assert cli("train", *QUICK, "--epochs", "1", "--seed", "3", "--out", out, "--overwrite") == 0
     assert json.loads((out / "config.json").read_text())["config"]["seed"] == 3
 

@@ -7,6 +7,7 @@ import time
 import torch
 
 from .config import RunConfig
+from .data.augment import Augment
 from .data.cifar10 import CIFAR10, channel_stats
 from .models import build_classifier, trainable_params
 from .training.loop import predict_logits, train_one_epoch
@@ -26,10 +27,14 @@ def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images:
     x, y = data.train_x.to(rt.device), data.train_y.to(rt.device)
     g = torch.Generator().manual_seed(cfg.seed)
 
+    augment = Augment(cfg.crop_padding, cfg.pad_mode, cfg.flip, cfg.cutout, seed=cfg.seed)
+    augment = augment if augment.active else None
+
     def timed_train(n: int) -> float:
         order = torch.randperm(len(x), generator=g)[:n].to(rt.device)
         t0 = time.perf_counter()
-        train_one_epoch(model, opt, x, y, order, rt, cfg.batch_size)
+        train_one_epoch(model, opt, x, y, order, rt, cfg.batch_size, augment=augment, generator=g,
+                        label_smoothing=cfg.label_smoothing)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
@@ -46,6 +51,7 @@ def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images:
         "trainable_params": trainable_params(model),
         "batch_size": cfg.batch_size,
         "eval_batch_size": cfg.eval_batch_size,
+        "augmentation": augment is not None,
         "train_images_per_s": round(train_images / train_s, 1),
         "eval_images_per_s": round(len(test_x) / eval_s, 1),
         "train_images": train_images,

@@ -39,7 +39,7 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="seed", help="named recipe (default: seed)")
+    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet")
     p.add_argument("--model", help="model name from `cifar10cnn models`")
     p.add_argument("--epochs", type=int, help="maximum epochs (seed recipe: 50, early stopping usually ends sooner)")
     p.add_argument("--batch-size", type=int, help="training batch size (seed recipe: 32)")
@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, help="train on a stratified slice of N training images (quick runs)")
     p.add_argument("--val-size", type=int, help="validation images held out of the training set (default 5000)")
     p.add_argument("--split-seed", type=int, help="seed of the stratified train/validation split (default 0)")
+    p.add_argument("--final", action="store_true", help="train on all 50,000 training images (no validation "
+                                                         "split, no early stopping); test once at the end")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="fit the whole run in this many minutes: epochs planned from measured speed")
+    p.add_argument("--config", type=Path, help="start from a saved config.json (reruns a run exactly)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any config field, e.g. --set label_smoothing=0.1 --set flip=random")
     p.add_argument("--out", type=Path, help="run folder (default runs/<model>-seed<seed>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -89,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean of image and mirror)")
     p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
+
+    p = sub.add_parser("compare", help="several finished runs (e.g. seeds): accuracy mean ± std, per-class ranking")
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="export a run's model to ONNX and verify it with onnxruntime")
     p.add_argument("run_dir", type=Path)
@@ -121,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and evaluation images/s on real CIFAR-10 batches")
     _training_flags(p)
     p.add_argument("--train-images", type=int, default=6_000, help="images timed for training (after warm-up)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set flip=random --set crop_padding=4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _data_flags(p)
     return parser
@@ -150,11 +163,12 @@ def cmd_data(args) -> None:
 def cmd_models(args) -> None:
     from rich.table import Table
 
-    from .models import create_model, list_models, trainable_params
+    from .models import create_model, forward_flops, list_models, trainable_params
 
-    table = Table("model", "trainable params")
+    table = Table("model", "trainable params", "forward MFLOPs / image", title="registered models")
     for name in list_models():
-        table.add_row(name, f"{trainable_params(create_model(name)):,}")
+        model = create_model(name)
+        table.add_row(name, f"{trainable_params(model):,}", f"{forward_flops(model) / 1e6:,.1f}")
     console.print(table)
 
 
@@ -180,18 +194,34 @@ def _check_resume_flags(out: Path, overrides: dict) -> None:
 
 
 def cmd_train(args) -> None:
-    from .config import RunConfig
+    from .config import RunConfig, parse_settings, read_config_file
     from .training.run import train
 
-    overrides = _overrides(args, TRAIN_FIELDS)
-    cfg = RunConfig.resolve(args.recipe, overrides)
+    overrides = {**_overrides(args, TRAIN_FIELDS), **parse_settings(args.set)}
+    if args.final:
+        overrides["final"] = True
+    if args.time_budget is not None:
+        overrides["time_budget"] = args.time_budget
+    base = None
+    if args.config is not None:
+        if args.recipe is not None:
+            raise UserError("--config already holds a recipe; drop --recipe (or override fields with flags)")
+        base = read_config_file(args.config)
+    cfg = RunConfig.resolve(args.recipe or "seed", overrides, base=base)
     if args.resume and args.out is not None:
         _check_resume_flags(args.out, overrides)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite)
+    val = f", val accuracy {m['best_val_accuracy']:.2%}" if m.get("best_val_accuracy") is not None else ""
+    tta = f" with flip TTA ({m['test_accuracy_no_tta']:.2%} without)" if "test_accuracy_no_tta" in m else ""
     console.print(
-        f"test accuracy {m['test_accuracy']:.2%} (best epoch {m['best_epoch']} of {m['epochs']}, "
-        f"val accuracy {m['best_val_accuracy']:.2%}, {m['train_seconds']:.0f} s training)"
+        f"test accuracy {m['test_accuracy']:.2%}{tta} (best epoch {m['best_epoch']} of {m['epochs']}{val}, "
+        f"{m['train_seconds']:.0f} s training, {m.get('wall_seconds', 0):.0f} s in all)"
     )
+    if m.get("budget"):
+        b = m["budget"]
+        console.print(f"time budget {b['minutes']:g} min: planned {b['planned_epochs']} epochs "
+                      f"(~{b['planned_seconds']:.0f} s), ran {b['epochs_run']} in {b['wall_seconds']:.0f} s"
+                      f"{' (stopped early by the budget)' if b['stopped_by_budget'] else ''}")
     console.print(f"run folder: {run_dir}")
     if args.report:
         from .evaluation.report import build_report
@@ -286,6 +316,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> None:
+    from rich.table import Table
+
+    from .evaluation.compare import compare_runs
+
+    r = compare_runs(args.runs)
+    if args.json:
+        print(json.dumps(r))
+        return
+    n = len(r["runs"])
+    accs = ", ".join(f"{a:.2%}" for a in r["test_accuracy"])
+    console.print(f"{n} runs: test accuracy {r['mean']:.2%} ± {r['std']:.2%} (mean ± std; {accs})")
+    if r["train_seconds"]:
+        mu = sum(r["train_seconds"]) / len(r["train_seconds"])
+        console.print(f"training time {mu:.0f} s mean ({', '.join(f'{s:.0f}' for s in r['train_seconds'])}); "
+                      f"epochs {r['epochs']}, best epochs {r['best_epochs']}")
+    table = Table("rank", "class", "accuracy mean ± std", "min–max", f"pooled 95% CI (n={r['per_class'][0]['n']:,})",
+                  title="per-class test accuracy, best first")
+    for i, c in enumerate(r["per_class"], 1):
+        lo, hi = c["pooled_ci"]
+        table.add_row(str(i), c["class"], f"{c['mean']:.1%} ± {c['std']:.1%}", f"{c['min']:.1%}–{c['max']:.1%}",
+                      f"{lo:.1%}–{hi:.1%}")
+    console.print(table)
+
+
 def cmd_export(args) -> None:
     from .data.cifar10 import load_cifar10
     from .export import export_onnx, verify_onnx
@@ -349,13 +404,13 @@ def cmd_loadtest(args) -> None:
 
 def cmd_bench(args) -> None:
     from .bench import bench
-    from .config import RunConfig
+    from .config import RunConfig, parse_settings
     from .data.cifar10 import load_cifar10
 
     if args.train_images <= 0:
         raise UserError(f"--train-images must be positive, got {args.train_images}")
-    cfg = RunConfig.resolve(args.recipe, _overrides(args, ["model", "batch_size", "lr", "seed", "device", "precision",
-                                                           "channels_last", "threads"]))
+    fields = ["model", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads"]
+    cfg = RunConfig.resolve(args.recipe or "seed", {**_overrides(args, fields), **parse_settings(args.set)})
     data = load_cifar10(args.data_dir, args.cache_dir)
     r = bench(data, cfg, train_images=args.train_images)
     if args.json:
@@ -369,8 +424,8 @@ def cmd_bench(args) -> None:
 
 
 COMMANDS = {"data": cmd_data, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate,
-            "report": cmd_report, "predict": cmd_predict, "export": cmd_export, "serve": cmd_serve,
-            "loadtest": cmd_loadtest, "bench": cmd_bench}
+            "report": cmd_report, "predict": cmd_predict, "compare": cmd_compare, "export": cmd_export,
+            "serve": cmd_serve, "loadtest": cmd_loadtest, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,22 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp16 | fp32
     channels_last: bool = True
     threads: int | None = None  # CPU threads; default: all cores
+    # optimisation beyond the seed recipe (the defaults leave the seed recipe unchanged)
+    momentum: float = 0.9  # sgd only (Nesterov)
+    decay_bn_bias: bool = True  # False: no weight decay on BatchNorm weights and biases (1-D parameters)
+    schedule: str = "constant"  # constant | onecycle (linear up, linear down to 0) | cosine
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # > 0: evaluate and save an exponential moving average of the weights
+    # augmentation of training batches (data/augment.py)
+    crop_padding: int = 0  # random crop after padding by this many pixels
+    pad_mode: str = "reflect"  # reflect | zero
+    flip: str = "none"  # none | random | alternating
+    cutout: int = 0  # side of the zeroed square, 0 = off
+    tta: bool = False  # flip test-time augmentation for the final test evaluation
+    # budget and final training
+    time_budget: float | None = None  # minutes for the whole run; sets epochs from measured speed
+    final: bool = False  # train on all 50,000 training images with fixed settings (no validation split)
 
     def validate(self) -> RunConfig:
         from .models import list_models
@@ -62,6 +78,23 @@ class RunConfig:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.threads is not None and self.threads <= 0:
             raise UserError(f"--threads must be a positive integer, got {self.threads}")
+        choices = {"schedule": ("constant", "onecycle", "cosine"), "pad_mode": ("reflect", "zero"),
+                   "flip": ("none", "random", "alternating")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise UserError(f"invalid {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        ranges = {"label_smoothing": (0.0, 1.0), "ema_decay": (0.0, 1.0), "momentum": (0.0, 1.0)}
+        for name, (lo, hi) in ranges.items():
+            if not lo <= getattr(self, name) < hi:
+                raise UserError(f"{name} must be in [{lo}, {hi}), got {getattr(self, name)}")
+        if self.warmup_epochs < 0 or self.crop_padding < 0 or self.cutout < 0:
+            raise UserError("warmup_epochs, crop_padding and cutout must be >= 0")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise UserError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
+        if self.final:
+            self.val_size, self.patience = 0, 0  # no validation split: fixed settings, last epoch kept
+        elif self.val_size <= 0:
+            raise UserError("--val-size must be positive (use --final to train on all training images)")
         return self
 
     def to_dict(self) -> dict:
@@ -73,14 +106,57 @@ class RunConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise UserError(f"unknown config field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        return cls(**d)
+        cfg = cls(**d)
+        for f in dataclasses.fields(cls):  # JSON and --set give loose types; check them once here
+            value, default = getattr(cfg, f.name), getattr(cls(), f.name)
+            if value is None or default is None or isinstance(default, dict):
+                continue
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise UserError(f"config field {f.name} must be true or false, got {value!r}")
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                setattr(cfg, f.name, float(value))
+            elif isinstance(default, (int, float, str)) and not isinstance(value, type(default)):
+                raise UserError(f"config field {f.name} must be {type(default).__name__}, got {value!r}")
+        return cfg
 
     @classmethod
-    def resolve(cls, recipe: str = "seed", overrides: dict | None = None) -> RunConfig:
-        """Recipe defaults, then every override that is not None."""
-        values = {"recipe": recipe, **get_recipe(recipe)}
+    def resolve(cls, recipe: str = "seed", overrides: dict | None = None, base: dict | None = None) -> RunConfig:
+        """Recipe defaults (or a saved config `base`), then every override that is not None."""
+        values = dict(base) if base is not None else {"recipe": recipe, **get_recipe(recipe)}
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(values).validate()
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """`--set FIELD=VALUE` pairs → typed overrides (VALUE read as JSON when it parses, else as text)."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise UserError(f"--set expects FIELD=VALUE, got {pair!r}")
+        if key not in names:
+            raise UserError(f"unknown config field {key!r}; valid: {', '.join(sorted(names))}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def read_config_file(path: Path) -> dict:
+    """A run's config.json (its "config" part) or a plain JSON object of config fields."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--config {path} not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"--config {path} is not valid JSON ({e})") from None
+    doc = doc.get("config", doc) if isinstance(doc, dict) else doc
+    if not isinstance(doc, dict):
+        raise UserError(f"--config {path} must hold a JSON object of config fields")
+    return doc
 
 
 def load_run_config(run_dir: Path) -> tuple[RunConfig, dict]:

@@ -41,15 +41,10 @@ def _require_onnx():
         raise UserError("ONNX export needs the serve extra: pip install 'cifar10cnn[serve]'") from None
 
 
-def export_onnx(run_dir: Path, out: Path | None = None, opset: int = 18) -> Path:
-    """Write RUN_DIR/model.onnx (or `out`) atomically; return its path."""
-    _require_onnx()
+def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18) -> Path:
+    """Write `model` (a uint8-in classifier, fp32, CPU) as ONNX with probabilities out; atomic."""
     import onnx
 
-    run_dir = Path(run_dir)
-    out = Path(out) if out else run_dir / "model.onnx"
-    fp32 = resolve_runtime("cpu", "fp32", channels_last=False)
-    model, meta, _ = load_run_model(run_dir, fp32)
     wrapped = WithSoftmax(model).eval()
     example = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -72,22 +67,34 @@ def export_onnx(run_dir: Path, out: Path | None = None, opset: int = 18) -> Path
     return out
 
 
-def verify_onnx(onnx_path: Path, run_dir: Path, images: torch.Tensor) -> dict:
-    """Compare onnxruntime with the PyTorch model (fp32) on N×32×32×3 uint8 images."""
+def export_onnx(run_dir: Path, out: Path | None = None, opset: int = 18) -> Path:
+    """Export a run's best weights to RUN_DIR/model.onnx (or `out`); return the path."""
+    _require_onnx()
+    run_dir = Path(run_dir)
+    model, meta, _ = load_run_model(run_dir, resolve_runtime("cpu", "fp32", channels_last=False))
+    return export_model(model, Path(out) if out else run_dir / "model.onnx", meta, opset)
+
+
+def compare_with_onnx(onnx_path: Path, model: nn.Module, images: torch.Tensor) -> dict:
+    """onnxruntime vs the fp32 PyTorch `model` on N×32×32×3 uint8 images: top-1 agreement, max |Δp|."""
     _require_onnx()
     import onnxruntime as ort
 
-    fp32 = resolve_runtime("cpu", "fp32", channels_last=False)
-    model, _, _ = load_run_model(run_dir, fp32)
     x = images.permute(0, 3, 1, 2).contiguous()
     with torch.inference_mode():
-        ref = model(x).softmax(1)
+        ref = model.eval()(x).softmax(1)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
     diff = (got - ref).abs().max().item()
     same = int((got.argmax(1) == ref.argmax(1)).sum())
     return {"images": len(x), "same_top1": same, "max_abs_diff": diff,
             "ok": same == len(x) and diff <= TOLERANCE, "tolerance": TOLERANCE}
+
+
+def verify_onnx(onnx_path: Path, run_dir: Path, images: torch.Tensor) -> dict:
+    """Compare onnxruntime with the run's PyTorch model (fp32) on N×32×32×3 uint8 images."""
+    model, _, _ = load_run_model(run_dir, resolve_runtime("cpu", "fp32", channels_last=False))
+    return compare_with_onnx(onnx_path, model, images)
 
 
 def onnx_vs_torch_speed(onnx_path: Path, run_dir: Path, images: torch.Tensor, batch_size: int = 64,

@@ -71,6 +71,7 @@ def plot_curves(history: list[dict], best_epoch: int, stopped_early: bool) -> by
         if stopped_early and ep:
             ax.axvspan(best_epoch, ep[-1], color=ACCENT, alpha=0.12, label="patience (early stopping)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(f"{label} per epoch")
         ax.legend(fontsize=8)
     axes[0].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -78,7 +79,7 @@ def plot_curves(history: list[dict], best_epoch: int, stopped_early: bool) -> by
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.8), gridspec_kw={"wspace": 0.08})
     norm = cm / cm.sum(1, keepdims=True).clip(min=1)
     panels = ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised (recall)", "{:.2f}"))
     for ax, mat, title, fmt in panels:
@@ -93,6 +94,8 @@ def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
             for j in range(len(classes)):
                 ax.text(j, i, fmt.format(mat[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
+    axes[1].set_yticks(range(len(classes)), [""] * len(classes))  # the left panel names the rows
+    axes[1].set_ylabel("")
     fig.colorbar(im, ax=axes, fraction=0.025)
     return _png(fig)
 
@@ -109,8 +112,8 @@ def plot_per_class(rows: list[dict]) -> bytes:
     ax.set_xticks(x, [r["class"] for r in rows])
     ax.set_ylim(max(0.0, acc.min() - 0.25), 1.0)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_title("per-class metrics on the test set")
-    ax.legend(fontsize=8, ncol=3, loc="lower right")
+    ax.set_title("per-class metrics on the test set", pad=28)
+    ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return _png(fig)
 
 
@@ -156,7 +159,7 @@ def plot_gradcam(images: np.ndarray, cams: np.ndarray, captions: list[str]) -> b
         for r in (0, 1):
             axes[r, k].axis("off")
     fig.suptitle("Grad-CAM for the predicted class on mistakes (top: image, bottom: where the network looked)",
-                 fontweight="bold")
+                 fontweight="bold", y=1.06)
     return _png(fig)
 
 
@@ -225,8 +228,8 @@ def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = 
     right = right[conf[right].argsort(descending=True)]
 
     def captions(idx):
-        return [f"{classes[labels[i]]}→{classes[pred[i]]}\n{conf[i]:.0%}" if pred[i] != labels[i]
-                else f"{classes[labels[i]]}\n{conf[i]:.0%}" for i in idx.tolist()]
+        return [f"{classes[labels[i]]}→{classes[pred[i]]}\n{conf[i]:.1%}" if pred[i] != labels[i]
+                else f"{classes[labels[i]]}\n{conf[i]:.1%}" for i in idx.tolist()]
 
     figures: dict[str, bytes] = {}
     with plt.rc_context(STYLE):

@@ -49,6 +49,31 @@ def trainable_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def forward_flops(model: nn.Module, size: int = 32) -> int:
+    """Forward FLOPs per image (2 × multiply-accumulates of conv and linear layers; a training
+    step costs about 3× this)."""
+    macs = 0
+
+    def count(module, _inputs, output):
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            macs += output[0].numel() * per_output
+        elif isinstance(module, nn.Linear):
+            macs += output[0].numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return 2 * macs
+
+
 class Normalize(nn.Module):
     """uint8 (or 0–255 float) images → (x/255 − mean) / std per channel. The one normalisation.
 
@@ -81,4 +106,4 @@ def build_classifier(name: str, mean: list[float], std: list[float], num_classes
 
 
 # importing the modules registers their models
-from . import seed  # noqa: E402,F401
+from . import mobilenet, resnet, seed  # noqa: E402,F401

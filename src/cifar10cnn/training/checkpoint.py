@@ -73,9 +73,13 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
     model.load_state_dict(state)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loop_state: dict) -> None:
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loop_state: dict,
+                    extra: dict[str, nn.Module] | None = None) -> None:
+    """`extra` modules (e.g. the weight average) are saved under their name as a prefix."""
     opt = optimizer.state_dict()
     tensors = _tensors(model.state_dict(), "model.")
+    for name, module in (extra or {}).items():
+        tensors.update(_tensors(module.state_dict(), f"{name}."))
     scalars: dict[str, dict] = {}
     for idx, entry in opt["state"].items():
         for key, value in entry.items():
@@ -92,10 +96,13 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model and optimizer in place; return the loop state saved with them."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    extra: dict[str, nn.Module] | None = None) -> dict:
+    """Restore model, optimizer and `extra` modules in place; return the loop state saved with them."""
     tensors, meta = _open(path, "checkpoint")
-    load_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    for name, module in {"model": model, **(extra or {})}.items():
+        prefix = f"{name}."
+        load_into(module, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, path)
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -36,17 +36,36 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int], None] | None = None,
     check_every: int = 100,
+    *,
+    augment: Callable | None = None,
+    epoch: int = 0,
+    generator: torch.Generator | None = None,
+    lr_at: Callable[[int], float] | None = None,
+    start_step: int = 0,
+    label_smoothing: float = 0.0,
+    ema=None,
 ) -> dict:
-    """One pass over `images[order]` in batches; returns mean train loss and accuracy."""
+    """One pass over `images[order]` in batches; returns mean train loss and accuracy.
+
+    augment(x, idx, epoch, generator) transforms each uint8 batch; lr_at(step) sets the learning
+    rate of every step (global step = start_step + step in this epoch); ema.update(model) follows
+    each optimizer step.
+    """
     model.train()
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     for step, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start:start + batch_size]
         x, y = to_batch(images[idx], runtime), labels[idx]
+        if augment is not None:
+            x = augment(x, idx, epoch, generator)
+        if lr_at is not None:
+            lr = lr_at(start_step + step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         with runtime.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -55,6 +74,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update(model)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
         if on_batch is not None:

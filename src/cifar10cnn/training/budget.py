@@ -1,0 +1,51 @@
+"""`--time-budget MINUTES`: measure this machine's speed, then plan the epochs that fit.
+
+The speed is measured on a throw-away copy of the model and optimizer (the run itself starts
+untouched): a few warm-up steps, then about 20 timed training steps with the recipe's
+augmentation, and a timed evaluation pass. The plan leaves room for validation after every epoch
+and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure).
+The learning-rate schedule is then laid over the planned epochs; during the run, an epoch that
+would end past the budget is not started.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .loop import predict_logits, train_one_epoch
+
+
+def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
+                augment, spent_s: float) -> dict:
+    t_start = time.perf_counter()
+    bs = cfg.batch_size
+    n_warm, n_time = min(3 * bs, len(train_idx)), min(max(20 * bs, 2048), len(train_idx))
+    g = torch.Generator().manual_seed(2**31 - 1)
+    order = train_idx[torch.randperm(len(train_idx), generator=g).to(train_idx.device)]
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
+    kwargs = {"augment": augment, "generator": g, "label_smoothing": cfg.label_smoothing}
+    train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_warm], runtime, bs, scaler, **kwargs)
+    t0 = time.perf_counter()
+    train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_time], runtime, bs, scaler, **kwargs)
+    train_ips = n_time / (time.perf_counter() - t0)
+    eval_images = train_x[order[: min(2000, len(order))]]
+    predict_logits(probe_model, eval_images[: cfg.eval_batch_size], runtime, cfg.eval_batch_size)  # warm-up
+    t0 = time.perf_counter()
+    predict_logits(probe_model, eval_images, runtime, cfg.eval_batch_size)
+    eval_ips = len(eval_images) / (time.perf_counter() - t0)
+
+    epoch_s = len(train_idx) / train_ips + n_val / eval_ips
+    final_eval_s = n_test / eval_ips * (3 if cfg.tta else 1) + 5.0  # + loading and writing files
+    calibration_s = time.perf_counter() - t_start
+    available = cfg.time_budget * 60 - spent_s - calibration_s - final_eval_s
+    epochs = max(1, math.floor(available / epoch_s))
+    return {
+        "minutes": cfg.time_budget, "train_images_per_s": round(train_ips, 1), "eval_images_per_s": round(eval_ips, 1),
+        "estimated_epoch_s": round(epoch_s, 2), "final_eval_s": round(final_eval_s, 2),
+        "calibration_s": round(calibration_s + spent_s, 2), "planned_epochs": epochs,
+        "planned_seconds": round(spent_s + calibration_s + epochs * epoch_s + final_eval_s, 1),
+        "stopped_by_budget": False,
+    }
