@@ -58,6 +58,9 @@ def main() -> int:
                       f"errors {r['errors']}  "
                       f"forward passes {r['forward_passes']:,} for {r['requests']:,} requests  "
                       f"server RSS {r['server_rss_mb_start']} → {r['server_rss_mb_end']} MB", flush=True)
+                samples = r["server_rss_mb_samples"]
+                if samples:
+                    print(f"       server RSS every 2 s (MB): {', '.join(f'{m:.0f}' for m in samples)}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=10)

@@ -223,3 +223,16 @@ def test_predict_without_weights_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"config": {"model": "seed"}}))
     assert cli("predict", tmp_path, tmp_path) == 2
     assert "no weights file" in capsys.readouterr().err
+
+
+def test_ties_break_like_argmax(quick_run, tmp_path, monkeypatch, data):
+    """bf16 logits tie now and then; predict must name the class `evaluate`'s argmax names."""
+    import cifar10cnn.predict as predict_module
+
+    logits = torch.zeros(1, 10)
+    logits[0, 8] = logits[0, 9] = 3.0  # ship and truck exactly tied
+    monkeypatch.setattr(predict_module, "predict_logits", lambda *a, **k: logits.clone())
+    p = tmp_path / "x.png"
+    Image.fromarray(data.test_x[0].numpy()).save(p)
+    (pred,) = predict_module.predict_files(quick_run, [(p, None)], top_k=2)
+    assert [c for c, _ in pred.top_k] == ["ship", "truck"] and int(logits.argmax()) == 8

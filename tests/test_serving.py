@@ -42,7 +42,7 @@ def _png(array: np.ndarray, size: int | None = None) -> bytes:
 
 @pytest.fixture(scope="module")
 def client(quick_run):
-    app = create_app(quick_run, max_batch=16, max_delay_ms=2,
+    app = create_app(quick_run, max_batch=16, max_delay_ms=2, backend="torch",
                      limits=Limits(max_body_bytes=64 * 1024, max_files=4, max_pixels=1_000_000))
     with TestClient(app) as c:
         yield c
@@ -245,7 +245,8 @@ def test_every_registry_model_exports(name, tmp_path):
 def test_onnx_backend_agrees_with_torch(quick_run, onnx_file, test_pngs):
     shutil.copy(onnx_file, quick_run / "model.onnx")
     try:
-        with TestClient(create_app(quick_run, backend="onnx")) as c, TestClient(create_app(quick_run)) as t:
+        auto, torch_app = create_app(quick_run, backend="auto"), create_app(quick_run, backend="torch")
+        with TestClient(auto) as c, TestClient(torch_app) as t:
             files = [("files", (f"{i}.png", test_pngs[i], "image/png")) for i in range(8)]
             a = c.post("/v1/predict", files=files).json()
             b = t.post("/v1/predict", files=files).json()
@@ -295,6 +296,7 @@ def test_loadtest_against_the_real_server(server, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["requests"] > 10 and r["errors"] == 0 and r["p50_ms"] > 0 and r["images_per_s"] > 0
     assert r["forward_passes"] is not None and r["forward_passes"] <= r["requests"]
+    assert r["server_rss_mb_samples"] and r["server_rss_mb_end"] > 0
 
 
 def test_loadtest_refuses_other_hosts(capsys):

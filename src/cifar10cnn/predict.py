@@ -47,7 +47,9 @@ def predict_files(run_dir: Path, items: list[tuple[Path, str | None]], top_k: in
         if good:
             images = torch.from_numpy(np.stack([a for _, a in good]))
             probs = predict_logits(model, images, runtime, batch_size, tta=tta).softmax(1)
-            p, idx = probs.topk(k, dim=1)
+            # a stable sort breaks ties (frequent with bf16 logits) towards the lower class index, as
+            # argmax in `evaluate` does, so both always name the same top-1 class
+            p, idx = (t[:, :k] for t in probs.sort(dim=1, descending=True, stable=True))
             for (i, _), pi, ii in zip(good, p.tolist(), idx.tolist(), strict=True):
                 results[i] = Prediction(chunk[i][0], [(classes[c], q) for c, q in zip(ii, pi, strict=True)])
         if on_image is not None:

@@ -33,6 +33,7 @@ class LoadResult:
     seconds: float = 0.0
     rss_mb_start: float | None = None
     rss_mb_end: float | None = None
+    rss_mb_samples: list = field(default_factory=list)  # server memory every ~2 s during the run
     forward_passes: int | None = None
 
     def summary(self) -> dict:
@@ -45,7 +46,7 @@ class LoadResult:
             "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "server_rss_mb_start": self.rss_mb_start, "server_rss_mb_end": self.rss_mb_end,
-            "forward_passes": self.forward_passes,
+            "server_rss_mb_samples": self.rss_mb_samples, "forward_passes": self.forward_passes,
         }
 
 
@@ -149,13 +150,22 @@ def run_loadtest(url: str, clients: int = 32, seconds: float = 20.0, max_request
     before = _health(base)
     result.rss_mb_start = before.get("rss_mb")
 
+    async def sample_memory(deadline: float):
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(min(2.0, max(0.0, deadline - time.perf_counter())))
+            rss = (await asyncio.to_thread(_health, base)).get("rss_mb")
+            if rss is not None:
+                result.rss_mb_samples.append(rss)
+
     async def main():
         deadline = time.perf_counter() + seconds
         budget = [max_requests]
         t0 = time.perf_counter()
+        sampler = asyncio.create_task(sample_memory(deadline))
         await asyncio.gather(*(_client(host, port, payload, images_per_request, deadline, budget, result)
                                for _ in range(clients)))
         result.seconds = time.perf_counter() - t0
+        sampler.cancel()
 
     asyncio.run(main())
     after = _health(base)
