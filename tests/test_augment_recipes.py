@@ -168,6 +168,9 @@ def test_final_trains_without_a_validation_split(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["best_epoch"] == 2 and m["best_val_accuracy"] is None and m["epochs"] == 2
     assert "val_loss,val_accuracy" in (out / "history.csv").read_text().splitlines()[0]
+    assert cli("report", out) == 0  # the report of a run without validation columns
+    page = (out / "report.html").read_text()
+    assert '<section id="curves">' in page and "no validation split" in page
 
 
 def test_time_budget_plans_epochs_and_keeps_to_the_budget(tmp_path):

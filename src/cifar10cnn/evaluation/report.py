@@ -55,7 +55,8 @@ def _read_history(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{run_dir} has no history.csv; is it a finished run?")
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        # --final runs have no validation columns: empty cells become NaN (not plotted)
+        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -278,22 +279,29 @@ def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = 
                ["cifar10cnn", config_doc.get("cifar10cnn")], ["created", config_doc.get("created")]]
     data_doc = config_doc.get("data", {})
     best_classes = sorted(rows, key=lambda r: -r["accuracy"])
+    if data_doc.get("val_images"):
+        selection = (f"Trained on {data_doc.get('train_images', 0):,} images, model selection on "
+                     f"{data_doc['val_images']:,} held-out training images (split seed {data_doc.get('split_seed')});")
+        val_kpi = f"val accuracy {metrics.get('best_val_accuracy') or 0:.2%}"
+    else:
+        selection = (f"Trained on {data_doc.get('train_images', 0):,} images with fixed settings and no validation "
+                     f"split (--final): the last epoch is the model;")
+        val_kpi = "no validation split"
     sections = [
         ("summary", "Summary", f"""
 <div class="kpi"><div>test accuracy<b>{acc:.2%}</b>95% CI {lo:.2%}–{hi:.2%}</div>
 <div>best epoch<b>{metrics.get('best_epoch')} / {metrics.get('epochs')}</b>
-val accuracy {metrics.get('best_val_accuracy') or 0:.2%}</div>
+{val_kpi}</div>
 <div>trainable parameters<b>{metrics.get('trainable_params', 0):,}</b>{html.escape(cfg.model)}</div>
 <div>training time<b>{metrics.get('train_seconds', 0):.0f} s</b>{html.escape(str(rt.get('device_name')))}</div>
 <div>calibration (ECE)<b>{cal['ece']:.2%}</b>mean confidence {cal['mean_confidence']:.1%}</div></div>
-<p>Trained on {data_doc.get('train_images', '?'):,} images, model selection on {data_doc.get('val_images', '?'):,}
-held-out training images (split seed {data_doc.get('split_seed')}); the {n_test:,} test images were used only for
-this evaluation. Easiest classes: {', '.join(r['class'] for r in best_classes[:2])}; hardest:
+<p>{selection} the {n_test:,} test images were used only for this evaluation.
+Easiest classes: {', '.join(r['class'] for r in best_classes[:2])}; hardest:
 {', '.join(r['class'] for r in best_classes[-2:])}.</p>"""),
         ("curves", "Training curves", _img_tag(figures["curves"], "training curves")
-         + "<p>The dashed line marks the best epoch by validation "
-         + ("loss" if cfg.monitor == "val_loss" else "accuracy")
-         + "; its weights are the ones evaluated. "
+         + ("<p>The dashed line marks the best epoch by validation "
+            + ("loss" if cfg.monitor == "val_loss" else "accuracy") + "; its weights are the ones evaluated. "
+            if data_doc.get("val_images") else "<p>No validation split: the last epoch's weights are evaluated. ")
          + (f"Training stopped early after {cfg.patience} epochs without improvement (shaded)."
             if metrics.get("stopped_early") else "Training ran all its epochs.") + "</p>"),
         ("confusion", "Confusion matrix", _img_tag(figures["confusion"], "confusion matrix")),
