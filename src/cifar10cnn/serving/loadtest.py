@@ -151,11 +151,13 @@ def run_loadtest(url: str, clients: int = 32, seconds: float = 20.0, max_request
     result.rss_mb_start = before.get("rss_mb")
 
     async def sample_memory(deadline: float):
-        while time.perf_counter() < deadline:
-            await asyncio.sleep(min(2.0, max(0.0, deadline - time.perf_counter())))
+        while True:  # a sample at the start, then every 2 s until the deadline
             rss = (await asyncio.to_thread(_health, base)).get("rss_mb")
             if rss is not None:
                 result.rss_mb_samples.append(rss)
+            if time.perf_counter() + 2.0 >= deadline:
+                return
+            await asyncio.sleep(2.0)
 
     async def main():
         deadline = time.perf_counter() + seconds
@@ -165,7 +167,7 @@ def run_loadtest(url: str, clients: int = 32, seconds: float = 20.0, max_request
         await asyncio.gather(*(_client(host, port, payload, images_per_request, deadline, budget, result)
                                for _ in range(clients)))
         result.seconds = time.perf_counter() - t0
-        sampler.cancel()
+        await sampler
 
     asyncio.run(main())
     after = _health(base)
