@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from cifar10cnn.config import RunConfig, parse_settings
-from cifar10cnn.data.augment import Augment, cutout, flip, random_crop
+from cifar10cnn.data.augment import Augment, crop_flip, cutout, flip, random_crop
 from cifar10cnn.errors import UserError
 from cifar10cnn.recipes import RECIPES
 from cifar10cnn.training.schedule import lr_factor
@@ -32,6 +32,22 @@ def test_crop_is_a_window_of_the_padded_image():
                    if torch.equal(padded[i, :, dy:dy + 32, dx:dx + 32], out[i])]
         assert windows, f"image {i} is not a crop of its padded self"
     assert out.is_contiguous(memory_format=torch.channels_last)  # layout kept for the network
+
+
+@settings(max_examples=40, deadline=None)
+@given(padding=st.integers(0, 6), mode=st.sampled_from(["reflect", "zero"]),
+       flip_mode=st.sampled_from(["none", "random", "alternating"]), epoch=st.integers(0, 3),
+       seed=st.integers(0, 2**16), channels_last=st.booleans(), size=st.sampled_from([8, 32]))
+def test_fused_crop_flip_equals_crop_then_flip(padding, mode, flip_mode, epoch, seed, channels_last, size):
+    """Training uses the one-gather crop_flip; it must give exactly the images of the readable definitions."""
+    x = torch.randint(0, 256, (6, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    idx = torch.arange(100, 106)
+    g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    expected = flip(random_crop(x, padding, mode, g1), flip_mode, g1, idx, epoch, 7)
+    got = crop_flip(x, padding, mode, flip_mode, g2, idx, epoch, 7)
+    assert torch.equal(got, expected)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last or padding == 0
 
 
 def test_zero_padding_fills_with_zeros():

@@ -52,6 +52,9 @@ class RunConfig:
     flip: str = "none"  # none | random | alternating
     cutout: int = 0  # side of the zeroed square, 0 = off
     tta: bool = False  # flip test-time augmentation for the final test evaluation
+    # transfer learning (models with pretrained weights, e.g. model_options {"pretrained": true})
+    linear_probe: bool = False  # train only the head, on cached features of the frozen backbone
+    backbone_lr_scale: float = 1.0  # learning rate of everything but the head, relative to lr
     # budget and final training
     time_budget: float | None = None  # minutes for the whole run; sets epochs from measured speed
     final: bool = False  # train on all 50,000 training images with fixed settings (no validation split)
@@ -91,6 +94,11 @@ class RunConfig:
             raise UserError("warmup_epochs, crop_padding and cutout must be >= 0")
         if self.time_budget is not None and not self.time_budget > 0:
             raise UserError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
+        if not self.backbone_lr_scale > 0:
+            raise UserError(f"backbone_lr_scale must be > 0, got {self.backbone_lr_scale}")
+        if self.linear_probe and (self.ema_decay or self.crop_padding or self.cutout or self.flip != "none"):
+            raise UserError("linear_probe trains on features computed once, so it cannot use per-epoch "
+                            "augmentation (crop_padding, flip, cutout) or ema_decay; turn those off")
         if self.final:
             self.val_size, self.patience = 0, 0  # no validation split: fixed settings, last epoch kept
         elif self.val_size <= 0:

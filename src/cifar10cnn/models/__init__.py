@@ -102,8 +102,12 @@ class Classifier(nn.Module):
 
 
 def build_classifier(name: str, mean: list[float], std: list[float], num_classes: int = 10, **options) -> Classifier:
-    return Classifier(create_model(name, num_classes=num_classes, **options), mean, std)
+    """The network behind its input normalisation: the data's channel statistics, unless the network
+    declares the scaling its (pretrained) weights expect in `input_normalization`."""
+    net = create_model(name, num_classes=num_classes, **options)
+    mean, std = getattr(net, "input_normalization", None) or (mean, std)
+    return Classifier(net, mean, std)
 
 
 # importing the modules registers their models
-from . import mobilenet, resnet, seed  # noqa: E402,F401
+from . import efficientnet_lite, mobilenet, resnet, seed  # noqa: E402,F401

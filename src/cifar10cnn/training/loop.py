@@ -20,8 +20,12 @@ from .runtime import Runtime
 
 
 def to_batch(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """N×32×32×3 uint8 → N×3×32×32 on the runtime's device, in its memory format."""
-    x = images.to(runtime.device, non_blocking=True).permute(0, 3, 1, 2)
+    """N×32×32×3 uint8 → N×3×32×32 on the runtime's device, in its memory format. Other inputs
+    (e.g. N×D cached features of a frozen backbone) only move to the device."""
+    x = images.to(runtime.device, non_blocking=True)
+    if x.ndim != 4:
+        return x
+    x = x.permute(0, 3, 1, 2)
     return x if runtime.channels_last else x.contiguous()
 
 
@@ -48,7 +52,8 @@ def train_one_epoch(
     """One pass over `images[order]` in batches; returns mean train loss and accuracy.
 
     augment(x, idx, epoch, generator) transforms each uint8 batch; lr_at(step) sets the learning
-    rate of every step (global step = start_step + step in this epoch); ema.update(model) follows
+    rate of every step (global step = start_step + step in this epoch), times each parameter
+    group's "lr_scale" (e.g. a lower rate for a pretrained backbone); ema.update(model) follows
     each optimizer step.
     """
     model.train()
@@ -62,7 +67,7 @@ def train_one_epoch(
         if lr_at is not None:
             lr = lr_at(start_step + step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
         with runtime.autocast():
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
