@@ -84,6 +84,10 @@ REFERENCE_PARAMS = {  # ../shared/REFERENCES.md
     "resnet110": 1_727_962, "resnet18": 11_173_962, "mobilenetv2": 2_296_922,
     # kuangliu's PreActResNet18 (11,171,146) + the final BN of the pre-activation paper (2 × 512)
     "preact_resnet18": 11_171_146 + 1_024,
+    # d-li14/efficientnet-lite.pytorch's ImageNet counts (4.652 / 5.417 / 6.092 M) with a 10-class head
+    # instead of 1000 classes (1280 × 990 + 990 fewer): see tests/test_transfer.py for the exact 1000-class counts
+    "efficientnet_lite0": 4_652_008 - 990 * 1281, "efficientnet_lite1": 5_416_680 - 990 * 1281,
+    "efficientnet_lite2": 6_092_072 - 990 * 1281,
 }
 
 

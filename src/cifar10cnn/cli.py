@@ -39,7 +39,8 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet")
+    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet, transfer-linear, "
+                                    "transfer-finetune")
     p.add_argument("--model", help="model name from `cifar10cnn models`")
     p.add_argument("--epochs", type=int, help="maximum epochs (seed recipe: 50, early stopping usually ends sooner)")
     p.add_argument("--batch-size", type=int, help="training batch size (seed recipe: 32)")
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and evaluation images/s on real CIFAR-10 batches")
     _training_flags(p)
     p.add_argument("--train-images", type=int, default=6_000, help="images timed for training (after warm-up)")
+    p.add_argument("--eval-images", type=int, default=10_000, help="test images timed for evaluation")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set flip=random --set crop_padding=4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -410,12 +412,14 @@ def cmd_bench(args) -> None:
     from .config import RunConfig, parse_settings
     from .data.cifar10 import load_cifar10
 
-    if args.train_images <= 0:
-        raise UserError(f"--train-images must be positive, got {args.train_images}")
+    if args.train_images <= 0 or args.eval_images <= 0:
+        raise UserError(f"--train-images and --eval-images must be positive, got {args.train_images}, "
+                        f"{args.eval_images}")
     fields = ["model", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads"]
     cfg = RunConfig.resolve(args.recipe or "seed", {**_overrides(args, fields), **parse_settings(args.set)})
     data = load_cifar10(args.data_dir, args.cache_dir)
-    r = bench(data, cfg, train_images=args.train_images)
+    r = bench(data, cfg, train_images=args.train_images, eval_images=args.eval_images,
+              warmup_images=min(1_000, args.train_images))
     if args.json:
         print(json.dumps(r))
     else:

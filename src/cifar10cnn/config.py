@@ -55,6 +55,7 @@ class RunConfig:
     # transfer learning (models with pretrained weights, e.g. model_options {"pretrained": true})
     linear_probe: bool = False  # train only the head, on cached features of the frozen backbone
     backbone_lr_scale: float = 1.0  # learning rate of everything but the head, relative to lr
+    init_from: str | None = None  # a run folder whose weights start this run (e.g. a linear probe's head)
     # budget and final training
     time_budget: float | None = None  # minutes for the whole run; sets epochs from measured speed
     final: bool = False  # train on all 50,000 training images with fixed settings (no validation split)
@@ -96,6 +97,9 @@ class RunConfig:
             raise UserError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
         if not self.backbone_lr_scale > 0:
             raise UserError(f"backbone_lr_scale must be > 0, got {self.backbone_lr_scale}")
+        if self.init_from is not None and not (
+                isinstance(self.init_from, str) and (Path(self.init_from) / "model.safetensors").is_file()):
+            raise UserError(f"init_from {self.init_from!r} is not a run folder with a model.safetensors")
         if self.linear_probe and (self.ema_decay or self.crop_padding or self.cutout or self.flip != "none"):
             raise UserError("linear_probe trains on features computed once, so it cannot use per-epoch "
                             "augmentation (crop_padding, flip, cutout) or ema_decay; turn those off")

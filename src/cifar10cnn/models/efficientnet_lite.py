@@ -94,7 +94,8 @@ class EfficientNetLite(nn.Module):
     input_normalization = (TFLITE_MEAN, TFLITE_STD)
 
     def __init__(self, width: float, depth: float, num_classes: int = 1000, dropout: float = 0.2,
-                 drop_path: float = 0.0, resolution: int | None = None, bn_momentum: float = BN_MOMENTUM) -> None:
+                 drop_path: float = 0.0, resolution: int | None = None, bn_momentum: float = BN_MOMENTUM,
+                 frozen_blocks: int = 0) -> None:
         super().__init__()
         self.resolution = resolution
         self.stem = ConvBN(3, 32, 3, 2)  # the Lite stem and head are not width-scaled
@@ -113,6 +114,10 @@ class EfficientNetLite(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = bn_momentum
+        if frozen_blocks:  # the stem and the first blocks keep their (pretrained) weights: no backward through
+            # the highest-resolution layers, the most expensive part of a training step on upscaled images
+            for module in [self.stem, *self.blocks[:frozen_blocks]]:
+                module.requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images → pooled 1280-d features (the input of `classifier`)."""
@@ -182,10 +187,10 @@ def load_imagenet_weights(model: EfficientNetLite, name: str) -> None:
 
 
 def _make(name: str, num_classes: int, pretrained: bool, resolution: int | None, dropout: float | None,
-          drop_path: float, bn_momentum: float) -> EfficientNetLite:
+          drop_path: float, bn_momentum: float, frozen_blocks: int) -> EfficientNetLite:
     width, depth, default_dropout, _ = VARIANTS[name]
     model = EfficientNetLite(width, depth, num_classes, default_dropout if dropout is None else dropout,
-                             drop_path, resolution, bn_momentum)
+                             drop_path, resolution, bn_momentum, frozen_blocks)
     if pretrained:
         load_imagenet_weights(model, name)
     return model
@@ -193,11 +198,12 @@ def _make(name: str, num_classes: int, pretrained: bool, resolution: int | None,
 
 def _register(name: str) -> None:
     def build(num_classes: int = 10, pretrained: bool = False, resolution: int | None = None,
-              dropout: float | None = None, drop_path: float = 0.0, bn_momentum: float = BN_MOMENTUM
-              ) -> EfficientNetLite:
+              dropout: float | None = None, drop_path: float = 0.0, bn_momentum: float = BN_MOMENTUM,
+              frozen_blocks: int = 0) -> EfficientNetLite:
         """resolution: upscale inputs to this size first (None: use them as they come). bn_momentum: TF's
-        0.01 by default; fine-tuning on a short schedule wants the running statistics to follow faster."""
-        return _make(name, num_classes, pretrained, resolution, dropout, drop_path, bn_momentum)
+        0.01 by default; fine-tuning on a short schedule wants the running statistics to follow faster.
+        frozen_blocks: do not train the stem and the first N blocks."""
+        return _make(name, num_classes, pretrained, resolution, dropout, drop_path, bn_momentum, frozen_blocks)
 
     register_model(name)(build)
 

@@ -143,6 +143,9 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
 
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
+    if cfg.init_from:  # e.g. fine-tuning that starts from a linear probe's head (LP-FT)
+        init_path = Path(cfg.init_from) / "model.safetensors"
+        load_into(model, read_weights(init_path)[0], init_path)
     model = runtime.place(model)
     mean, std = getattr(model.net, "input_normalization", None) or (mean, std)  # pretrained: its own scaling
     # what the optimizer fits and what the loop feeds it: the whole network on uint8 images, or (linear
