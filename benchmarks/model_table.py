@@ -5,9 +5,10 @@
 Per model: trainable parameters, forward MFLOPs per image, training and evaluation images/s at
 batch 128 (`cifar10cnn bench`'s code), and the test accuracy of `cifar10cnn train --recipe resnet
 --model M --final --time-budget MINUTES` (the seed model with its own `seed-aug` recipe), one seed.
-Every run is a normal run folder under --runs; a model whose run folder is finished is not trained
-again, so the table can be built over several sittings (20 minutes per model). The table is written
-to --table as markdown (atomically) after every model.
+Every run is a normal run folder under --runs; its figures are also kept in --results (one JSON per
+model, committed), and a model with kept figures or a finished run folder is not trained again, so the
+table can be built over several sittings and machines (20 minutes per model). The table is written to
+--table as markdown (atomically) after every model.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ def measure_speed(data, model: str, batch_size: int) -> dict:
     return bench(data, cfg, train_images=10 * batch_size, eval_images=2_000, warmup_images=2 * batch_size)
 
 
+def result_file(results: Path, model: str, budget: float) -> Path:
+    return results / f"{model}-budget{budget:g}.json"
+
+
+def save_result(results: Path, model: str, budget: float, metrics: dict) -> dict:
+    """The figures of a finished run, kept in the repository: run folders stay on the machine that made them."""
+    from cifar10cnn.fileio import atomic_write_json
+
+    keep = ["test_accuracy", "test_accuracy_no_tta", "epochs", "wall_seconds", "train_seconds", "budget"]
+    result = {"model": model, "budget_minutes": budget, **{k: metrics[k] for k in keep if k in metrics}}
+    result.setdefault("test_accuracy_no_tta", result["test_accuracy"])
+    atomic_write_json(result_file(results, model, budget), result)
+    return result
+
+
 def table_markdown(rows: list[dict], budget: float) -> str:
     lines = [
         f"| model | trainable params | forward MFLOPs / image | train img/s (batch 128) | eval img/s | recipe | "
@@ -56,7 +72,10 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=20.0, help="minutes per training run (default 20)")
     ap.add_argument("--runs", type=Path, default=Path("runs/model-table"))
     ap.add_argument("--table", type=Path, default=Path("benchmarks/results/model_table.md"))
-    ap.add_argument("--speed-only", action="store_true", help="only parameters, FLOPs and images/s")
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/model_table"),
+                    help="one JSON of figures per finished model (committed; read instead of retraining)")
+    ap.add_argument("--train", nargs="*", help="train only these models now (default: all of --models); the others "
+                                               "show their finished runs from --runs, or 'not run yet'")
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
 
@@ -67,7 +86,7 @@ def main() -> int:
     from cifar10cnn.models import create_model, forward_flops, list_models, trainable_params
     from cifar10cnn.training.run import train
 
-    unknown = [m for m in args.models if m not in list_models()]
+    unknown = [m for m in args.models + (args.train or []) if m not in list_models()]
     if unknown:
         print(f"error: unknown model(s) {', '.join(unknown)}; valid: {', '.join(list_models())}", file=sys.stderr)
         return 2
@@ -82,18 +101,23 @@ def main() -> int:
         print(f"{name}: {row['params']:,} params, {row['mflops']:,.1f} MFLOPs, train {row['train_ips']:,.0f} img/s, "
               f"eval {row['eval_ips']:,.0f} img/s", flush=True)
         out = args.runs / f"{name}-budget{args.budget:g}"
-        if not args.speed_only:
+        metrics = None
+        kept = result_file(args.results, name, args.budget)
+        if kept.is_file():
+            metrics = json.loads(kept.read_text())
+            print(f"  {kept}: finished earlier, not trained again")
+        elif (out / "metrics.json").is_file():
+            metrics = save_result(args.results, name, args.budget, json.loads((out / "metrics.json").read_text()))
+            print(f"  {out} is finished: not trained again")
+        elif args.train is None or name in args.train:
             try:
-                if (out / "metrics.json").is_file():
-                    metrics = json.loads((out / "metrics.json").read_text())
-                    print(f"  {out} is finished: not trained again")
-                else:
-                    cfg = RunConfig.resolve(row["recipe"], {"model": name, "final": True,
-                                                             "time_budget": args.budget})
-                    _, metrics = train(cfg, out, data=data, overwrite=out.exists())
+                cfg = RunConfig.resolve(row["recipe"], {"model": name, "final": True, "time_budget": args.budget})
+                _, metrics = train(cfg, out, data=data, overwrite=out.exists())
+                metrics = save_result(args.results, name, args.budget, metrics)
             except UserError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
+        if metrics is not None:
             row.update(test_accuracy=metrics["test_accuracy"],
                        test_accuracy_no_tta=metrics.get("test_accuracy_no_tta", metrics["test_accuracy"]),
                        epochs=metrics["epochs"], wall_seconds=metrics["wall_seconds"])
