@@ -154,9 +154,10 @@ def test_linear_probe_run_caches_features_and_goes_through_every_command(tmp_pat
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["features_seconds"] >= 0 and metrics["test_accuracy"] > 0.2  # chance: 0.1
 
-    # a second run (another seed) reads the same features instead of recomputing them
+    # a second run (another seed, so another random head) reads the same features instead of recomputing them
     assert cli("train", *args, "--seed", "1", "--out", tmp_path / "b") == 0
     assert {f: f.stat().st_mtime_ns for f in feature_files} == stamps
+    assert list((Path(os.environ["CIFAR10CNN_CACHE"]) / "features").glob("efficientnet_lite0-*.npy")) == feature_files
 
     # the saved model is the whole network; loading it needs no weights package
     monkeypatch.setattr(eff, "pretrained_weights_path", lambda name: (_ for _ in ()).throw(AssertionError(name)))

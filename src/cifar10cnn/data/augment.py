@@ -49,15 +49,19 @@ def flip(x: torch.Tensor, mode: str, g: torch.Generator, idx: torch.Tensor | Non
          flip_seed: int = 0) -> torch.Tensor:
     if mode == "none":
         return x
-    if mode == "random":
-        mask = torch.rand(len(x), generator=g) < 0.5
-    else:  # alternating: a fixed half chosen by hashing the data-set index, swapped every epoch
-        if idx is None:
-            raise ValueError("alternating flip needs the data-set indices of the batch")
-        base = (idx.cpu() * 2_654_435_761 + flip_seed * 40_503) % 2**32 % 2 == 1
-        mask = base ^ bool(epoch % 2)
-    mask = mask.to(x.device)[:, None, None, None]
+    mask = flip_mask(len(x), mode, g, idx, epoch, flip_seed).to(x.device)[:, None, None, None]
     return torch.where(mask, x.flip(3), x)
+
+
+def flip_mask(n: int, mode: str, g: torch.Generator, idx: torch.Tensor | None = None, epoch: int = 0,
+              flip_seed: int = 0) -> torch.Tensor:
+    """Which of the n images of a batch are mirrored (CPU bool tensor), for mode 'random' or 'alternating'."""
+    if mode == "random":
+        return torch.rand(n, generator=g) < 0.5
+    # alternating: a fixed half chosen by hashing the data-set index, swapped every epoch
+    if idx is None:
+        raise ValueError("alternating flip needs the data-set indices of the batch")
+    return ((idx.cpu() * 2_654_435_761 + flip_seed * 40_503) % 2**32 % 2 == 1) ^ bool(epoch % 2)
 
 
 def _source_index(offset: torch.Tensor, size: int, padding: int, mode: str, mirrored: torch.Tensor | None
@@ -85,13 +89,7 @@ def crop_flip(x: torch.Tensor, padding: int, mode: str, flip_mode: str, g: torch
     if padding > 0:
         dy = torch.randint(0, 2 * padding + 1, (n,), generator=g).to(x.device)
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=g).to(x.device)
-    mirrored = None
-    if flip_mode == "random":
-        mirrored = (torch.rand(n, generator=g) < 0.5).to(x.device)
-    elif flip_mode == "alternating":
-        if idx is None:
-            raise ValueError("alternating flip needs the data-set indices of the batch")
-        mirrored = (((idx.cpu() * 2_654_435_761 + flip_seed * 40_503) % 2**32 % 2 == 1) ^ bool(epoch % 2)).to(x.device)
+    mirrored = None if flip_mode == "none" else flip_mask(n, flip_mode, g, idx, epoch, flip_seed).to(x.device)
     rows, rows_in = _source_index(dy, h, padding, mode, None)
     cols, cols_in = _source_index(dx, w, padding, mode, mirrored)
     # each output pixel (its C channel values) is one row of the batch seen as (N·H·W)×C

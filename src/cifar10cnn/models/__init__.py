@@ -105,8 +105,12 @@ def build_classifier(name: str, mean: list[float], std: list[float], num_classes
     """The network behind its input normalisation: the data's channel statistics, unless the network
     declares the scaling its (pretrained) weights expect in `input_normalization`."""
     net = create_model(name, num_classes=num_classes, **options)
-    mean, std = getattr(net, "input_normalization", None) or (mean, std)
-    return Classifier(net, mean, std)
+    return Classifier(net, *input_normalization(net, mean, std))
+
+
+def input_normalization(net: nn.Module, mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
+    """(mean, std) the network is fed with: its own `input_normalization` if it declares one, else the data's."""
+    return getattr(net, "input_normalization", None) or (mean, std)
 
 
 # importing the modules registers their models

@@ -36,8 +36,13 @@ def head_layer(model: nn.Module) -> nn.Linear:
 
 
 def _fingerprint(model: nn.Module, images: torch.Tensor, extra: dict) -> str:
+    """Hash of the backbone (every weight but the head's, which features do not depend on), images and `extra`."""
+    head = head_layer(model)
+    head_name = next(name for name, m in model.named_modules() if m is head)
     h = hashlib.sha1(json.dumps(extra, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(f"{head_name}."):
+            continue
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(images.contiguous().numpy().tobytes())

@@ -32,7 +32,7 @@ from ..data.cifar10 import CIFAR10, channel_stats, default_cache_dir, load_cifar
 from ..errors import TrainingDiverged, UserError
 from ..evaluation.metrics import classification_metrics
 from ..fileio import atomic_write_json, atomic_write_text
-from ..models import build_classifier, trainable_params
+from ..models import build_classifier, input_normalization, trainable_params
 from ..progress import Stopwatch, console, image_progress
 from .budget import plan_budget
 from .checkpoint import load_checkpoint, load_into, read_weights, save_checkpoint, save_weights
@@ -147,7 +147,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
         init_path = Path(cfg.init_from) / "model.safetensors"
         load_into(model, read_weights(init_path)[0], init_path)
     model = runtime.place(model)
-    mean, std = getattr(model.net, "input_normalization", None) or (mean, std)  # pretrained: its own scaling
+    mean, std = input_normalization(model.net, mean, std)  # a pretrained network brings its own scaling
     # what the optimizer fits and what the loop feeds it: the whole network on uint8 images, or (linear
     # probe) only the head, on features of the frozen backbone computed once and cached
     fit, train_inputs, features_s = model, data.train_x, None
