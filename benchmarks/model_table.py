@@ -31,7 +31,7 @@ def measure_speed(data, model: str, batch_size: int) -> dict:
     from cifar10cnn.config import RunConfig
 
     cfg = RunConfig.resolve(recipe_for(model), {"model": model, "batch_size": batch_size})
-    return bench(data, cfg, train_images=10 * batch_size, eval_images=2_000, warmup_images=2 * batch_size)
+    return bench(data, cfg, train_images=10 * batch_size, eval_images=2_000, warmup_images=8 * batch_size)
 
 
 def result_file(results: Path, model: str, budget: float) -> Path:

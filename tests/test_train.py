@@ -34,7 +34,7 @@ def test_short_run_writes_every_file(quick_run, capsys):
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert set(rows[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
-                            "images_per_s"}
+                            "images_per_s", "train_eval_loss", "train_eval_accuracy"}
 
     state, meta = read_weights(out / "model.safetensors")
     assert meta["model"] == "seed" and meta["classes"][0] == "airplane" and "net.features.0.weight" in state

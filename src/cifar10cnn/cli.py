@@ -132,6 +132,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, help="image file to send (default: a generated 32×32 PNG)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("ablate", help="test the seed's claims: its variants × learning rates × seeds, one verdict "
+                                      "per claim (resumable)")
+    p.add_argument("--out", type=Path, default=Path("runs/ablate"), help="experiment folder (default runs/ablate)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant and learning rate (default 3)")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="variants of the seed model (default: all; see `cifar10cnn ablate --list`)")
+    p.add_argument("--lrs", nargs="+", type=float, metavar="LR",
+                   help="learning rates; the first is where the other claims are judged (default 1e-3 3e-3 1e-2)")
+    p.add_argument("--subset", type=int, default=5_000,
+                   help="training images per run, stratified (default 5000; 0 = the whole 45,000-image split)")
+    p.add_argument("--epochs", type=int, default=12, help="epochs per run, no early stopping (default 12)")
+    p.add_argument("--val-size", type=int, default=5_000, help="validation images held out (default 5000)")
+    p.add_argument("--train-eval-images", type=int, default=5_000,
+                   help="training images evaluated in eval mode each epoch, for the train−val gap (default 5000)")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
+    p.add_argument("--analyze-only", action="store_true", help="train nothing: rebuild the pages from finished runs")
+    _runtime_flags(p)
+    _data_flags(p)
+
+    p = sub.add_parser("tune", help="tune learning rate, batch size, weight decay and dropout with Optuna "
+                                    "(SQLite or PostgreSQL study, resumable, parallel workers)")
+    p.add_argument("--model", default="seed", help="model to tune (default seed)")
+    p.add_argument("--recipe", default="seed", help="recipe the trials start from (default seed)")
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold in all (default 20)")
+    p.add_argument("--study", help="study name (default <model>-tune)")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user:pw@host/db (default: SQLite file "
+                                     "OUT/study.db)")
+    p.add_argument("--out", type=Path, help="folder for trial runs and results (default runs/tune/<study>)")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the recipe's)")
+    p.add_argument("--subset", type=int, help="training images per trial, stratified (default: all 45,000)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES", help="minutes per trial (epochs planned)")
+    p.add_argument("--patience", type=int, help="early-stopping patience per trial (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (reproducible single-worker studies)")
+    p.add_argument("--final", action="store_true", help="then retrain the best trial's settings and the recipe's on "
+                                                         "all 50,000 images under the same budget; test once each")
+    _runtime_flags(p)
+    _data_flags(p)
+
     p = sub.add_parser("bench", help="training and evaluation images/s on real CIFAR-10 batches")
     _training_flags(p)
     p.add_argument("--train-images", type=int, default=6_000, help="images timed for training (after warm-up)")
@@ -430,9 +469,42 @@ def cmd_bench(args) -> None:
         )
 
 
+RUNTIME_FIELDS = ["device", "precision", "channels_last", "threads"]
+
+
+def cmd_ablate(args) -> None:
+    from .experiments.ablate import VARIANTS, AblationSettings, run_ablation
+
+    if args.list:
+        for name, v in VARIANTS.items():
+            console.print(f"{name:22s} {v['about']}  (seed model options {v['options'] or 'none'})")
+        return
+    defaults = AblationSettings()
+    settings = AblationSettings(variants=args.variants or defaults.variants, seeds=args.seeds,
+                                lrs=args.lrs or defaults.lrs, subset=args.subset or None, epochs=args.epochs,
+                                val_size=args.val_size, train_eval_images=args.train_eval_images)
+    run_ablation(args.out, settings, runtime=_overrides(args, RUNTIME_FIELDS), data_dir=args.data_dir,
+                 cache_dir=args.cache_dir, train_runs=not args.analyze_only)
+    console.print(f"claims: {args.out / 'claims.md'} and {args.out / 'claims.html'}")
+
+
+def cmd_tune(args) -> None:
+    from .experiments.tune import TuneSettings, run_tuning, summary_markdown
+
+    study = args.study or f"{args.model}-tune"
+    out = args.out or Path("runs/tune") / study
+    settings = TuneSettings(model=args.model, recipe=args.recipe, epochs=args.epochs, subset=args.subset,
+                            time_budget=args.time_budget, patience=args.patience, seed=args.seed)
+    summary = run_tuning(out, settings, args.trials, study, args.storage, runtime=_overrides(args, RUNTIME_FIELDS),
+                         data_dir=args.data_dir, cache_dir=args.cache_dir, sampler_seed=args.sampler_seed,
+                         final=args.final)
+    console.print(summary_markdown(summary), markup=False)
+    console.print(f"written: {out / 'summary.md'}, {out / 'trials.csv'}, {out / 'lr_batch.png'}")
+
+
 COMMANDS = {"data": cmd_data, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate,
             "report": cmd_report, "predict": cmd_predict, "compare": cmd_compare, "export": cmd_export,
-            "serve": cmd_serve, "loadtest": cmd_loadtest, "bench": cmd_bench}
+            "serve": cmd_serve, "loadtest": cmd_loadtest, "bench": cmd_bench, "ablate": cmd_ablate, "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

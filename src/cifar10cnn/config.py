@@ -35,6 +35,8 @@ class RunConfig:
     val_size: int = 5_000
     subset: int | None = None  # a stratified slice of the training split, for quick runs
     eval_batch_size: int = 500
+    train_eval_images: int = 0  # > 0: also evaluate this many training images in eval mode each epoch (the
+    #                              honest train accuracy for the train-validation gap: no dropout, BN in eval)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp16 | fp32
     channels_last: bool = True
@@ -91,8 +93,8 @@ class RunConfig:
         for name, (lo, hi) in ranges.items():
             if not lo <= getattr(self, name) < hi:
                 raise UserError(f"{name} must be in [{lo}, {hi}), got {getattr(self, name)}")
-        if self.warmup_epochs < 0 or self.crop_padding < 0 or self.cutout < 0:
-            raise UserError("warmup_epochs, crop_padding and cutout must be >= 0")
+        if self.warmup_epochs < 0 or self.crop_padding < 0 or self.cutout < 0 or self.train_eval_images < 0:
+            raise UserError("warmup_epochs, crop_padding, cutout and train_eval_images must be >= 0")
         if self.time_budget is not None and not self.time_budget > 0:
             raise UserError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
         if not self.backbone_lr_scale > 0:

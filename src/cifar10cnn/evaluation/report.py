@@ -9,7 +9,6 @@ Everything comes from the run folder plus one pass over the test set with the ru
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -32,22 +31,9 @@ from ..training.loop import predict_logits, to_batch  # noqa: E402
 from ..training.run import load_run_model  # noqa: E402
 from .explain import grad_cam  # noqa: E402
 from .metrics import calibration, confused_pairs, confusion_matrix, per_class_table, wilson_interval  # noqa: E402
+from .page import ACCENT, BAD, CSS, GOOD, STYLE, TRAIN, VAL, html_table, img_tag, png_bytes  # noqa: E402
 
-# one style for every plot
-STYLE = {
-    "figure.dpi": 100, "savefig.dpi": 110, "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold",
-    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
-    "legend.frameon": False, "image.interpolation": "nearest",
-}
-TRAIN, VAL, ACCENT, GOOD, BAD = "#2f6db5", "#d1495b", "#edae49", "#2e933c", "#c0392b"
 ZOOM = 3  # gallery tiles: 32×32 → 96×96, nearest neighbour
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _read_history(run_dir: Path) -> list[dict]:
@@ -76,7 +62,7 @@ def plot_curves(history: list[dict], best_epoch: int, stopped_early: bool) -> by
         ax.set_title(f"{label} per epoch")
         ax.legend(fontsize=8)
     axes[0].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
@@ -98,7 +84,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
     axes[1].set_yticks(range(len(classes)), [""] * len(classes))  # the left panel names the rows
     axes[1].set_ylabel("")
     fig.colorbar(im, ax=axes, fraction=0.025)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_per_class(rows: list[dict]) -> bytes:
@@ -115,7 +101,7 @@ def plot_per_class(rows: list[dict]) -> bytes:
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_title("per-class metrics on the test set", pad=28)
     ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_calibration(cal: dict) -> bytes:
@@ -134,7 +120,7 @@ def plot_calibration(cal: dict) -> bytes:
     axes[1].set_xlabel("confidence (max probability)")
     axes[1].set_ylabel("test images")
     axes[1].set_title("confidence histogram")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_gallery(images: np.ndarray, captions: list[str], colors: list[str], title: str, cols: int = 10) -> bytes:
@@ -146,7 +132,7 @@ def plot_gallery(images: np.ndarray, captions: list[str], colors: list[str], tit
         ax.imshow(img, interpolation="nearest")
         ax.set_title(cap, fontsize=6.5, color=col)
     fig.suptitle(title, fontweight="bold")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_gradcam(images: np.ndarray, cams: np.ndarray, captions: list[str]) -> bytes:
@@ -161,14 +147,10 @@ def plot_gradcam(images: np.ndarray, cams: np.ndarray, captions: list[str]) -> b
             axes[r, k].axis("off")
     fig.suptitle("Grad-CAM for the predicted class on mistakes (top: image, bottom: where the network looked)",
                  fontweight="bold", y=1.06)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # --- HTML --------------------------------------------------------------------------------------
-
-
-def _img_tag(png: bytes, alt: str, css: str = "") -> str:
-    return f'<img alt="{html.escape(alt)}" style="{css}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _tile(img: np.ndarray) -> bytes:
@@ -177,24 +159,6 @@ def _tile(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{margin-bottom:.2em} h2{border-bottom:2px solid #2f6db5;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:.25em .6em;
-text-align:right} th{background:#f2f5fa} td:first-child,th:first-child{text-align:left}
-img{max-width:100%} .tiles{display:flex;flex-wrap:wrap;gap:6px} .tile{text-align:center;font-size:.72em;width:100px}
-.tile img{image-rendering:pixelated;width:96px;height:96px} .bad{color:#c0392b} .good{color:#2e933c}
-.kpi{display:flex;gap:2em;flex-wrap:wrap} .kpi div{background:#f2f5fa;padding:.6em 1em;border-radius:6px}
-.kpi b{display:block;font-size:1.5em} details{margin:.3em 0} summary{cursor:pointer;font-weight:600}
-nav a{margin-right:1em}
-"""
 
 
 def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = None, data_dir=None,
@@ -259,7 +223,7 @@ def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = 
         c_wrong = wrong[labels[wrong] == c][:12]
         c_right = right[labels[right] == c][:12]
         tiles = "".join(
-            f'<div class="tile">{_img_tag(_tile(images[i]), cap)}<div class="{cls}">{html.escape(cap)}</div></div>'
+            f'<div class="tile">{img_tag(_tile(images[i]), cap)}<div class="{cls}">{html.escape(cap)}</div></div>'
             for idx, cls in ((c_wrong, "bad"), (c_right, "good"))
             for i, cap in zip(idx.tolist(), captions(idx), strict=True)
         )
@@ -298,29 +262,30 @@ def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = 
 <p>{selection} the {n_test:,} test images were used only for this evaluation.
 Easiest classes: {', '.join(r['class'] for r in best_classes[:2])}; hardest:
 {', '.join(r['class'] for r in best_classes[-2:])}.</p>"""),
-        ("curves", "Training curves", _img_tag(figures["curves"], "training curves")
+        ("curves", "Training curves", img_tag(figures["curves"], "training curves")
          + ("<p>The dashed line marks the best epoch by validation "
             + ("loss" if cfg.monitor == "val_loss" else "accuracy") + "; its weights are the ones evaluated. "
             if data_doc.get("val_images") else "<p>No validation split: the last epoch's weights are evaluated. ")
          + (f"Training stopped early after {cfg.patience} epochs without improvement (shaded)."
             if metrics.get("stopped_early") else "Training ran all its epochs.") + "</p>"),
-        ("confusion", "Confusion matrix", _img_tag(figures["confusion"], "confusion matrix")),
-        ("per-class", "Per-class metrics", _img_tag(figures["per_class"], "per-class metrics") + _table(
+        ("confusion", "Confusion matrix", img_tag(figures["confusion"], "confusion matrix")),
+        ("per-class", "Per-class metrics", img_tag(figures["per_class"], "per-class metrics") + html_table(
             ["class", "accuracy", "95% CI", "precision", "recall", "F1", "test images"],
             [[r["class"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}", f"{r['precision']:.1%}",
               f"{r['recall']:.1%}", f"{r['f1']:.3f}", r["support"]] for r in rows])
          + "<p>Intervals: 95% Wilson score intervals for a binomial proportion.</p><h3>Most-confused pairs</h3>"
-         + _table(["pair", "first → second", "second → first", "total"],
+         + html_table(["pair", "first → second", "second → first", "total"],
                   [[f"{a} / {b}", p["a_as_b"], p["b_as_a"], p["total"]] for p in pairs for a, b in [p["pair"]]])),
-        ("galleries", "Right and wrong", _img_tag(figures["mistakes"], "mistakes")
-         + _img_tag(figures["correct"], "correct") + "<h3>Per class (click to open)</h3>" + "".join(per_class_html)),
+        ("galleries", "Right and wrong", img_tag(figures["mistakes"], "mistakes")
+         + img_tag(figures["correct"], "correct") + "<h3>Per class (click to open)</h3>" + "".join(per_class_html)),
         ("gradcam", "Where the network looked (Grad-CAM)",
-         _img_tag(figures["gradcam"], "Grad-CAM") if "gradcam" in figures else "<p>No mistakes to explain.</p>"),
-        ("calibration", "Calibration", _img_tag(figures["calibration"], "calibration")
+         img_tag(figures["gradcam"], "Grad-CAM") if "gradcam" in figures else "<p>No mistakes to explain.</p>"),
+        ("calibration", "Calibration", img_tag(figures["calibration"], "calibration")
          + f"<p>Expected calibration error {cal['ece']:.2%} over 15 equal-width confidence bins: the average gap "
            f"between how sure the model is and how often it is right.</p>"),
-        ("settings", "Settings, machine and versions", "<h3>Run config</h3>" + _table(["setting", "value"], settings)
-         + "<h3>Machine</h3>" + _table(["", ""], machine)),
+        ("settings", "Settings, machine and versions",
+         "<h3>Run config</h3>" + html_table(["setting", "value"], settings)
+         + "<h3>Machine</h3>" + html_table(["", ""], machine)),
     ]
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'

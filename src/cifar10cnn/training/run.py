@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from .schedule import lr_factor
 RUN_FILES = ["config.json", "history.csv", "model.safetensors", "metrics.json", "checkpoint", "report.html",
              "model.onnx"]
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
-                  "images_per_s"]
+                  "images_per_s", "train_eval_loss", "train_eval_accuracy"]
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -125,8 +126,14 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 
 def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None,
-          resume: bool = False, overwrite: bool = False, data: CIFAR10 | None = None) -> tuple[Path, dict]:
-    """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics)."""
+          resume: bool = False, overwrite: bool = False, data: CIFAR10 | None = None,
+          on_epoch: Callable[[dict], None] | None = None, test: bool = True) -> tuple[Path, dict]:
+    """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
+
+    on_epoch(history_row) is called after every epoch (e.g. a tuning pruner; it may raise to stop the
+    run, which stays resumable). test=False leaves the test set alone (tuning trials select on the
+    validation split only): metrics.json then holds the validation figures and "test_evaluated": false.
+    """
     clock = Stopwatch()
     out = Path(out) if out else default_run_dir(cfg)
     mode = prepare_run_dir(out, resume, overwrite)
@@ -173,6 +180,10 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
     train_x, train_y = train_inputs.to(runtime.device), data.train_y.to(runtime.device)
     val_x, val_y = train_x[split.val_idx.to(runtime.device)], train_y[split.val_idx.to(runtime.device)]
     train_idx = split.train_idx.to(runtime.device)
+    # a fixed sample of the training split evaluated like the validation split (eval mode): the honest gap
+    g_sample = torch.Generator(device="cpu").manual_seed(cfg.split_seed)
+    sample = split.train_idx[torch.randperm(len(split.train_idx), generator=g_sample)[:cfg.train_eval_images]]
+    sample_x, sample_y = train_x[sample.to(runtime.device)], train_y[sample.to(runtime.device)]
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
 
     loop = {"epoch": 0, "best": None, "best_epoch": 0, "best_val_accuracy": None, "wait": 0,
@@ -187,7 +198,8 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
         if cfg.time_budget is not None:
             probe = copy.deepcopy(fit)  # speed is measured on a copy: the run starts untouched
             loop["budget"] = plan_budget(cfg, probe, make_optimizer(cfg, probe, runtime), runtime, train_x, train_y,
-                                         train_idx, len(val_y), len(data.test_y), augment, spent_s=clock())
+                                         train_idx, len(val_y) + len(sample_y), len(data.test_y) if test else 0,
+                                         augment, spent_s=clock())
             del probe
             loop["planned_epochs"] = loop["budget"]["planned_epochs"]
             console.print(
@@ -245,12 +257,15 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
             raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
         train_time = time.perf_counter() - t0
         va = evaluate(eval_model, val_x, val_y, runtime, cfg.eval_batch_size) if len(val_y) else None
+        te = evaluate(eval_model, sample_x, sample_y, runtime, cfg.eval_batch_size) if len(sample_y) else None
         seconds = time.perf_counter() - t0
         monitored = None if va is None else va["loss"] if cfg.monitor == "val_loss" else va["accuracy"]
         row = {"epoch": epoch, "train_loss": round(tr["loss"], 6), "train_accuracy": round(tr["accuracy"], 6),
                "val_loss": round(va["loss"], 6) if va else "", "val_accuracy": round(va["accuracy"], 6) if va else "",
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-               "images_per_s": round(len(order) / train_time, 1)}
+               "images_per_s": round(len(order) / train_time, 1),
+               "train_eval_loss": round(te["loss"], 6) if te else "",
+               "train_eval_accuracy": round(te["accuracy"], 6) if te else ""}
         loop["history"].append(row)
         loop["epoch"] = epoch
         loop["train_seconds"] += seconds
@@ -268,12 +283,17 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
             f"epoch {epoch:3d}/{epochs}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.2%}  {val_text}  "
             f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *best' if improved and va else ''}"
         )
+        if on_epoch is not None:
+            on_epoch(row)
     if loop["stopped_early"]:
         console.print(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs; "
                       f"restoring epoch {loop['best_epoch']}")
-    metrics = evaluate_run(out, data=data, runtime=runtime, tta=cfg.tta)
-    if cfg.tta:
-        metrics["test_accuracy_no_tta"] = evaluate_run(out, data=data, runtime=runtime)["test_accuracy"]
+    if test:
+        metrics = evaluate_run(out, data=data, runtime=runtime, tta=cfg.tta)
+        if cfg.tta:
+            metrics["test_accuracy_no_tta"] = evaluate_run(out, data=data, runtime=runtime)["test_accuracy"]
+    else:
+        metrics = {"test_evaluated": False, "model": cfg.model, "trainable_params": n_params}
     metrics.update(
         epochs=loop["epoch"], best_epoch=loop["best_epoch"], best_val_accuracy=loop["best_val_accuracy"],
         train_seconds=round(loop["train_seconds"], 2), stopped_early=loop["stopped_early"],
