@@ -26,6 +26,8 @@ import io
 import json
 import os
 import socket
+import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -79,18 +81,26 @@ def storage_url(storage: str | None, out: Path) -> str:
 def open_study(url: str, name: str, settings: TuneSettings, sampler_seed: int | None = None):
     optuna = _optuna()
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120)
-        study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
-    except ImportError as e:
-        raise UserError(f"the storage {url.split('://')[0]} needs a driver ({e.name} missing): "
-                        "pip install 'cifar10cnn[experiments]'") from None
-    except Exception as e:  # sqlalchemy's errors: bad URL, server down, bad credentials
-        raise UserError(f"cannot open the study storage {_safe(url)}: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0]}") from None
+    for attempt in range(5):  # workers starting together on a new database race to create its tables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30,
+                                                     grace_period=120)
+            study = optuna.create_study(
+                study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+            break
+        except ImportError as e:
+            raise UserError(f"the storage {url.split('://')[0]} needs a driver ({e.name} missing): "
+                            "pip install 'cifar10cnn[experiments]'") from None
+        except Exception as e:  # sqlalchemy's errors: bad URL, server down, bad credentials, a lost race
+            if "already exists" in str(e) and attempt < 4:
+                time.sleep(0.5 + attempt)
+                continue
+            raise UserError(f"cannot open the study storage {_safe(url)}: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}") from None
     saved = study.user_attrs.get("settings")
     if saved is None:
         study.set_user_attr("settings", asdict(settings))

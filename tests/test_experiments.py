@@ -1,0 +1,254 @@
+"""ablate and its statistics: variant sizes, verdicts on numbers with known answers, resume, divergence."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cifar10cnn.errors import TrainingDiverged, UserError
+from cifar10cnn.experiments.ablate import VARIANTS, AblationSettings, run_ablation, run_name
+from cifar10cnn.experiments.claims import analyse
+from cifar10cnn.experiments.stats import (
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    all_of,
+    any_of,
+    holm,
+    verdict,
+    welch,
+)
+from cifar10cnn.models import create_model, trainable_params
+
+from .conftest import CLASSES, cli
+
+# --- statistics on numbers with known answers -----------------------------------------------------
+
+
+def test_welch_matches_the_textbook_formula_and_scipy():
+    from scipy import stats
+
+    a, b = [0.80, 0.82, 0.81, 0.83], [0.70, 0.75, 0.72]
+    c = welch(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert c.t == pytest.approx(ref.statistic) and c.p == pytest.approx(ref.pvalue)
+    # Welch–Satterthwaite degrees of freedom by hand
+    va, vb = 0.000166667 / 4, 0.000633333 / 3
+    assert c.df == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 2), rel=1e-3)
+    assert c.diff == pytest.approx(0.815 - 0.723333, abs=1e-6)
+    assert c.ci[0] < c.diff < c.ci[1] and c.ci[0] > 0  # significant: the interval excludes 0
+
+
+def test_holm_adjusts_like_the_reference_example():
+    # Holm (1979) style: sorted p 0.01, 0.02, 0.03, 0.04 × 4, 3, 2, 1, made monotone
+    assert holm([0.04, 0.01, 0.03, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([0.80, 0.81, 0.82], [0.70, 0.71, 0.72], SUPPORTED),            # clearly better
+    ([0.70, 0.71, 0.72], [0.80, 0.81, 0.82], NOT_SUPPORTED),        # clearly worse
+    ([0.800, 0.801, 0.802], [0.799, 0.800, 0.801], NOT_SUPPORTED),  # equal within 0.5 points, tightly measured
+    ([0.60, 0.80, 0.70], [0.65, 0.75, 0.70], INCONCLUSIVE),         # noisy: cannot tell
+])
+def test_verdicts(a, b, expected):
+    assert verdict(welch(a, b)) == expected
+
+
+def test_combining_verdicts():
+    assert all_of([SUPPORTED, SUPPORTED]) == SUPPORTED
+    assert all_of([SUPPORTED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert all_of([SUPPORTED, NOT_SUPPORTED]) == NOT_SUPPORTED
+    better = welch([0.8, 0.81, 0.82], [0.5, 0.52, 0.51])
+    same = welch([0.800, 0.801, 0.800], [0.800, 0.800, 0.801])
+    worse = welch([0.5, 0.52, 0.51], [0.8, 0.81, 0.82])
+    assert any_of([same, better], [same.p, better.p]) == SUPPORTED  # matters at some learning rate only
+    assert any_of([worse, better], [worse.p, better.p]) == NOT_SUPPORTED  # contradicted somewhere
+    assert any_of([same, same], [same.p, same.p]) == NOT_SUPPORTED
+
+
+# --- variants ---------------------------------------------------------------------------------------
+
+
+def _seed_params(filters, batchnorm=True) -> int:
+    """Trainable parameters of the seed architecture, counted by hand from SEED.md's layer list."""
+    total, c_in = 0, 3
+    for f in filters:
+        total += c_in * f * 9 + f + (2 * f if batchnorm else 0)
+        c_in = f
+    return total + (4 * 4 * c_in * 256 + 256) + (256 * 128 + 128) + (128 * 10 + 10)
+
+
+def test_variant_parameter_counts():
+    expected = {"seed": 1_454_730, "no-batchnorm": _seed_params([64, 128, 256], batchnorm=False),
+                "no-dropout": 1_454_730, "dropout-0.25": 1_454_730,
+                "filters-192-192-192": _seed_params([192] * 3), "filters-64-64-64": _seed_params([64] * 3),
+                "filters-256-128-64": _seed_params([256, 128, 64])}
+    assert set(expected) == set(VARIANTS)
+    for name, v in VARIANTS.items():
+        assert trainable_params(create_model("seed", **v["options"])) == expected[name], name
+    assert _seed_params([64, 128, 256]) == 1_454_730
+    # the constant variant meant to match the seed's size does (within 3%)
+    assert abs(expected["filters-192-192-192"] / 1_454_730 - 1) < 0.03
+    dropouts = [m.p for m in create_model("seed", **VARIANTS["dropout-0.25"]["options"]).modules()
+                if m.__class__.__name__ == "Dropout"]
+    assert dropouts == [0.25, 0.25]
+
+
+# --- claims on synthetic run folders with known answers -----------------------------------------------
+
+
+def _fake_run(run_dir: Path, val_acc: float, gap: float, epochs: int = 4, diverged: bool = False,
+              per_class: dict | None = None) -> None:
+    """A run folder as train() leaves it: history.csv (+ metrics.json, or diverged.json)."""
+    run_dir.mkdir(parents=True)
+    rows = []
+    for e in range(1, epochs + 1):
+        va = val_acc - 0.02 * (epochs - e)  # rising to val_acc at the last epoch
+        rows.append({"epoch": e, "train_loss": 2.0 / e, "train_accuracy": va + gap, "val_loss": 1.0 + abs(e - 3) * 0.1,
+                     "val_accuracy": va, "lr": 1e-3, "seconds": 1.0, "images_per_s": 100.0,
+                     "train_eval_loss": 0.5, "train_eval_accuracy": va + gap})
+    if rows:  # a run that diverged in its first epoch has no history
+        with (run_dir / "history.csv").open("w") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if diverged:
+        (run_dir / "diverged.json").write_text('{"message": "loss became nan"}')
+        return
+    per_class = per_class or dict.fromkeys(CLASSES, val_acc)
+    cm = [[0] * 10 for _ in range(10)]
+    for i, c in enumerate(CLASSES):
+        right = round(per_class[c] * 1000)
+        cm[i][i], cm[i][(i + 1) % 10] = right, 1000 - right
+    (run_dir / "metrics.json").write_text(json.dumps({
+        "test_accuracy": val_acc, "best_epoch": 3, "per_class_accuracy": per_class, "confusion_matrix": cm}))
+
+
+def test_claims_on_synthetic_runs_with_known_answers(tmp_path):
+    settings = AblationSettings(variants=["seed", "no-batchnorm", "no-dropout", "filters-192-192-192",
+                                          "filters-256-128-64"], seeds=3, lrs=[1e-3, 1e-2], epochs=4)
+    # seed: val 0.70 at lr 1e-3 (val at the kept epoch 3 = 0.68), 0.60 at 1e-2; no BN: equal at 1e-3, diverges at 1e-2
+    # dropout: gap 0.05 with, 0.25 without; filters: seed clearly better than both rivals
+    classes = {**dict.fromkeys(CLASSES, 0.6), "ship": 0.9, "automobile": 0.88, "cat": 0.3, "dog": 0.35}
+    noise = [0.0, 0.004, -0.004]
+    for s, n in enumerate(noise):
+        for lr, acc in ((1e-3, 0.70), (1e-2, 0.60)):
+            _fake_run(tmp_path / "runs" / run_name("seed", lr, s), acc + n, 0.05 + n, per_class=classes)
+            _fake_run(tmp_path / "runs" / run_name("no-batchnorm", lr, s), acc + n * 1.1, 0.05,
+                      diverged=lr == 1e-2, epochs=4 if lr == 1e-3 else 0)
+            _fake_run(tmp_path / "runs" / run_name("no-dropout", lr, s), acc + n, 0.25 + n)
+            _fake_run(tmp_path / "runs" / run_name("filters-192-192-192", lr, s), acc - 0.05 + n, 0.05)
+            _fake_run(tmp_path / "runs" / run_name("filters-256-128-64", lr, s), acc - 0.08 + n, 0.05)
+    results = analyse(tmp_path, settings, VARIANTS)
+    verdicts = {c["claim"].split()[0]: c["verdict"] for c in results["claims"]}
+    assert verdicts == {"Batch": SUPPORTED, "Dropout": SUPPORTED, "Increasing": SUPPORTED, "best": SUPPORTED}
+    stability = results["claims"][0]["figures"]
+    assert "diverged 0 vs 3" in stability and "lr 0.01" in stability
+    records = {(r["variant"], r["lr"], r["seed"]): r for r in results["records"]}
+    r = records[("seed", 1e-3, 0)]
+    assert r["val_accuracy"] == pytest.approx(0.68) and r["kept_epoch"] == 3  # the epoch the recipe keeps
+    assert r["gap"] == pytest.approx(0.05) and r["turn_epoch"] == 3 and r["val_loss_turned_up"]
+    assert records[("no-batchnorm", 1e-2, 0)]["diverged"] and records[("no-batchnorm", 1e-2, 0)]["val_accuracy"] == 0.1
+
+    # the same runs with the dropout effect removed and the class ranking broken
+    for s, n in enumerate(noise):
+        for lr in (1e-3, 1e-2):
+            for v in ("no-dropout", "seed"):
+                d = tmp_path / "runs" / run_name(v, lr, s)
+                for f in d.iterdir():
+                    f.unlink()
+                d.rmdir()
+                _fake_run(d, 0.70 + n, 0.05 + n / 10, per_class=dict.fromkeys(CLASSES, 0.6) | {"cat": 0.9})
+    results = analyse(tmp_path, settings, VARIANTS)
+    verdicts = {c["claim"].split()[0]: c["verdict"] for c in results["claims"]}
+    assert verdicts["Dropout"] == NOT_SUPPORTED  # same gap, tightly measured
+    assert verdicts["best"] == NOT_SUPPORTED  # cat ranks first
+
+
+def test_claims_wait_for_missing_runs(tmp_path):
+    settings = AblationSettings(variants=["seed"], seeds=2, lrs=[1e-3], epochs=2)
+    results = analyse(tmp_path, settings, VARIANTS)
+    assert all(c["verdict"] == INCONCLUSIVE and "not measured yet" in c["figures"] for c in results["claims"])
+
+
+# --- the command: real training on a few images, resume, divergence, refusals ---------------------------
+
+
+TINY = dict(seeds=2, lrs=[1e-3], subset=100, epochs=2, val_size=100, train_eval_images=100)
+
+
+def test_ablate_trains_resumes_and_skips_finished_runs(tmp_path, data, monkeypatch):
+    out = tmp_path / "ablation"
+    settings = AblationSettings(variants=["seed", "no-dropout"], **TINY)
+    results = run_ablation(out, settings, data=data)
+    assert len(results["records"]) == 4
+    for f in ("claims.md", "claims.html", "runs.csv", "val_accuracy.png", "curves.png", "efficiency.png"):
+        assert (out / f).stat().st_size > 0, f
+    html = (out / "claims.html").read_text()
+    assert "Dropout layers (0.5) helped prevent overfitting" in html and "data:image/png;base64," in html
+    history = list(csv.DictReader((out / "runs" / run_name("seed", 1e-3, 0) / "history.csv").open()))
+    assert len(history) == 2 and 0 <= float(history[-1]["train_eval_accuracy"]) <= 1
+
+    # a second call trains nothing; an interrupted run (no metrics.json yet) is resumed, alone
+    (out / "runs" / run_name("no-dropout", 1e-3, 1) / "metrics.json").unlink()
+    calls = []
+    from cifar10cnn.training import run as run_module
+
+    real_train = run_module.train
+
+    def spy(cfg, run_dir, **kw):
+        calls.append((Path(run_dir).name, kw.get("resume")))
+        return real_train(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(run_module, "train", spy)
+    run_ablation(out, AblationSettings(variants=["seed", "no-dropout"], **TINY), data=data)
+    assert calls == [(run_name("no-dropout", 1e-3, 1), True)]
+    assert (out / "runs" / run_name("no-dropout", 1e-3, 1) / "metrics.json").is_file()
+
+    # other settings in the same folder are refused, in one line, and nothing is touched
+    before = (out / "experiment.json").read_text()
+    assert cli("ablate", "--out", out, "--seeds", "2", "--lrs", "1e-3", "--subset", "200", "--epochs", "2",
+               "--variants", "seed", "no-dropout") == 2
+    assert (out / "experiment.json").read_text() == before
+
+
+def test_a_diverged_run_is_recorded_and_not_rerun(tmp_path, data, monkeypatch):
+    from cifar10cnn.training import run as run_module
+
+    real = run_module.train
+
+    def train(cfg, run_dir, **kw):
+        if cfg.model_options.get("batchnorm") is False:
+            Path(run_dir).mkdir(parents=True)
+            raise TrainingDiverged("training diverged in epoch 1: loss became nan")
+        return real(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(run_module, "train", train)
+    out = tmp_path / "ablation"
+    results = run_ablation(out, AblationSettings(variants=["seed", "no-batchnorm"], **TINY), data=data)
+    diverged = [r for r in results["records"] if r["diverged"]]
+    assert len(diverged) == 2 and all(r["val_accuracy"] == 0.1 for r in diverged)
+    assert (out / "runs" / run_name("no-batchnorm", 1e-3, 0) / "diverged.json").is_file()
+    monkeypatch.setattr(run_module, "train", lambda *a, **k: pytest.fail("a finished or diverged run was rerun"))
+    run_ablation(out, AblationSettings(variants=["seed", "no-batchnorm"], **TINY), data=data)
+
+
+def test_ablate_rejects_bad_input(tmp_path, capsys):
+    assert cli("ablate", "--out", tmp_path / "a", "--variants", "seed", "wide") == 2
+    assert "unknown variant(s) wide; valid: seed, no-batchnorm" in capsys.readouterr().err
+    assert cli("ablate", "--out", tmp_path / "a", "--seeds", "1") == 2
+    assert cli("ablate", "--out", tmp_path / "a", "--lrs", "0") == 2
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    assert cli("ablate", "--out", tmp_path / "b") == 2
+    assert "not empty and holds no ablation" in capsys.readouterr().err
+    assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
+    with pytest.raises(UserError, match="--epochs must be at least 2"):
+        AblationSettings(epochs=1).validate()
+    assert cli("ablate", "--list") == 0
+    assert "filters-256-128-64" in capsys.readouterr().out
