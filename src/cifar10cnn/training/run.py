@@ -279,6 +279,8 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
         atomic_write_text(out / "history.csv", _history_csv(loop["history"]))
         save_checkpoint(ckpt_path, model, optimizer, loop, extra)
         val_text = f"val loss {va['loss']:.4f} acc {va['accuracy']:.2%}" if va else "no validation"
+        if te:  # the honest gap: training images evaluated like the validation images
+            val_text += f"  train (eval mode) acc {te['accuracy']:.2%}"
         console.print(
             f"epoch {epoch:3d}/{epochs}  train loss {tr['loss']:.4f} acc {tr['accuracy']:.2%}  {val_text}  "
             f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *best' if improved and va else ''}"
