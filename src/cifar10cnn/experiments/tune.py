@@ -120,19 +120,35 @@ def _safe(url: str) -> str:
     return url
 
 
+def process_space() -> str:
+    """Where a process id means one process: host name, boot id and pid namespace (containers on one
+    host, or machines sharing a host name, differ in the last two). '?' where they cannot be read."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "?"
+    try:
+        pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pidns = "?"
+    return f"{socket.gethostname()}/{boot}/{pidns}"
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{process_space()}:{os.getpid()}"
 
 
 def fail_dead_local_trials(study) -> int:
-    """Trials left RUNNING by a killed worker on this machine are marked FAIL at once (other machines'
-    stale trials are failed by Optuna's heartbeat after its grace period)."""
+    """Trials left RUNNING by a killed worker in this process space are marked FAIL at once (other
+    machines' stale trials are failed by Optuna's heartbeat after its grace period)."""
     optuna = _optuna()
-    host, failed = socket.gethostname(), 0
+    here, failed = process_space(), 0
+    if "?" in here:  # cannot tell whose pid a number is: leave it to the heartbeat
+        return 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
-        name, _, pid = worker.rpartition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid)):
+        space, _, pid = worker.rpartition(":")
+        if space == here and pid.isdigit() and not _alive(int(pid)):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             failed += 1
     return failed
