@@ -243,6 +243,9 @@ def test_ablate_rejects_bad_input(tmp_path, capsys):
     assert "unknown variant(s) wide; valid: seed, no-batchnorm" in capsys.readouterr().err
     assert cli("ablate", "--out", tmp_path / "a", "--seeds", "1") == 2
     assert cli("ablate", "--out", tmp_path / "a", "--lrs", "0") == 2
+    assert cli("ablate", "--out", tmp_path / "a", "--subset", "5") == 2
+    assert "--subset must be between 10 and 45,000" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # nothing written for settings that cannot run
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "notes.txt").write_text("mine")
     assert cli("ablate", "--out", tmp_path / "b") == 2

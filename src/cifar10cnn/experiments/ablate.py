@@ -69,7 +69,9 @@ class AblationSettings:
             raise UserError(f"--lrs must be distinct positive learning rates, got {self.lrs}")
         if self.epochs < 2:
             raise UserError(f"--epochs must be at least 2 (a curve needs two points), got {self.epochs}")
-        self.run_config("seed", self.lrs[0], 0)  # the recipe, subset and sizes are valid
+        if self.subset is not None and not 10 <= self.subset <= 50_000 - self.val_size:
+            raise UserError(f"--subset must be between 10 and {50_000 - self.val_size:,} (0 = all), got {self.subset}")
+        self.run_config("seed", self.lrs[0], 0)  # the recipe and sizes are valid before anything is written
         return self
 
     def run_config(self, variant: str, lr: float, seed: int, runtime: dict | None = None) -> RunConfig:
