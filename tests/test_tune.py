@@ -176,6 +176,19 @@ def test_a_study_resumes_after_its_worker_is_killed(tmp_path, cifar_dir):
     assert after == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 1, "RUNNING": 0}  # the killed trial failed, not lost
 
 
+def test_only_dead_workers_of_this_process_space_are_failed(tmp_path):
+    from cifar10cnn.experiments.tune import fail_dead_local_trials, process_space, worker_id
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for worker in (f"{process_space()}:{dead.pid}", worker_id(), f"elsewhere/0000/1:{dead.pid}"):
+        study.ask().set_user_attr("worker", worker)
+    assert fail_dead_local_trials(study) == 1
+    # a live local worker and a worker in another host / boot / pid namespace keep their trials
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "RUNNING", "RUNNING"]
+
+
 # --- PostgreSQL: a throw-away cluster on localhost ----------------------------------------------------
 
 
