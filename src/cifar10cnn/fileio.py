@@ -5,6 +5,8 @@ A reader (or a run killed half-way) sees either the old file or the new one, nev
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -46,3 +48,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def csv_text(rows: list[dict], fields: list[str] | None = None) -> str:
+    """Rows of dicts as CSV text; the columns are `fields` or every key in order of first appearance."""
+    if fields is None:
+        fields = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

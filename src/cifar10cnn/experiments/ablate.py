@@ -19,8 +19,6 @@ Analysis: experiments/claims.py. Output: claims.md, claims.html (plots embedded)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,7 +26,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, csv_text
 from ..progress import console
 
 # name → options of the registered `seed` model, and why the variant is there
@@ -150,15 +148,6 @@ def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = N
     return results
 
 
-def runs_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
-
-
 def write_runs_csv(out: Path, rows: list[dict]) -> Path:
-    atomic_write_text(out / "runs.csv", runs_csv(rows))
+    atomic_write_text(out / "runs.csv", csv_text(rows) if rows else "")
     return out / "runs.csv"

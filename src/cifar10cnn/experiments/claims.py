@@ -128,6 +128,7 @@ def analyse(out: Path, settings, variants: dict) -> dict:
         "variant_rows": variant_rows,
         "lr_header": ["variant"] + [f"lr {lr:g}: val accuracy" for lr in settings.lrs], "lr_rows": lr_rows,
         "variants": {v: variants[v]["about"] for v in settings.variants},
+        "costs": costs,  # variant → (trainable parameters, forward MFLOPs)
     }
     results["summary_markdown"] = _claims_markdown(claims)
     return results
@@ -301,8 +302,7 @@ def _plots(results: dict) -> dict[str, bytes]:
             out["lr_sweep.png"] = png_bytes(fig)
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        costs = {row[0]: (int(row[1].replace(",", "")), float(row[2].replace(",", ""))) for row in
-                 results["variant_rows"]}
+        costs = results["costs"]
         for v in variants:
             acc = [r["val_accuracy"] for r in records if r["variant"] == v and r["lr"] == base]
             if acc:

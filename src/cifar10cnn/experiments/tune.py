@@ -21,8 +21,6 @@ same budget (the same --time-budget, or each one's best epoch count) and evaluat
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import socket
@@ -33,7 +31,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
-from ..fileio import atomic_write, atomic_write_json, atomic_write_text
+from ..fileio import atomic_write, atomic_write_json, atomic_write_text, csv_text
 from ..progress import console
 
 CHANCE = 0.10
@@ -342,17 +340,6 @@ def _final(out: Path, settings: TuneSettings, summary: dict, runtime, data, trai
     return results
 
 
-def trials_csv(rows: list[dict]) -> str:
-    keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def plot_lr_batch(rows: list[dict], baseline: dict | None = None) -> bytes:
     """Learning rate × batch size, coloured by validation accuracy; pruned trials as crosses; the recipe's
     own settings (the baseline) as a star."""
@@ -419,7 +406,7 @@ def summary_markdown(summary: dict) -> str:
 def write_outputs(out: Path, summary: dict) -> None:
     png = plot_lr_batch(summary["trials"], summary["baseline"])
     atomic_write(out / "lr_batch.png", lambda tmp: Path(tmp).write_bytes(png))
-    atomic_write_text(out / "trials.csv", trials_csv(summary["trials"]))
+    atomic_write_text(out / "trials.csv", csv_text(summary["trials"]))
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary))
 

@@ -14,8 +14,6 @@ evaluated once, after training, with the best weights.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
 import shutil
@@ -32,7 +30,7 @@ from ..data.augment import Augment
 from ..data.cifar10 import CIFAR10, channel_stats, default_cache_dir, load_cifar10, make_split
 from ..errors import TrainingDiverged, UserError
 from ..evaluation.metrics import classification_metrics
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, csv_text
 from ..models import build_classifier, input_normalization, trainable_params
 from ..progress import Stopwatch, console, image_progress
 from .budget import plan_budget
@@ -104,14 +102,6 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module, runtime: Runtime) -> 
         return torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **fused)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                            weight_decay=cfg.weight_decay)
-
-
-def _history_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _is_better(cfg: RunConfig, value: float | None, best: float | None) -> bool:
@@ -276,7 +266,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
         else:
             loop["wait"] += 1
             loop["stopped_early"] = cfg.patience > 0 and loop["wait"] >= cfg.patience
-        atomic_write_text(out / "history.csv", _history_csv(loop["history"]))
+        atomic_write_text(out / "history.csv", csv_text(loop["history"], HISTORY_FIELDS))
         save_checkpoint(ckpt_path, model, optimizer, loop, extra)
         val_text = f"val loss {va['loss']:.4f} acc {va['accuracy']:.2%}" if va else "no validation"
         if te:  # the honest gap: training images evaluated like the validation images
