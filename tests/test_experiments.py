@@ -129,6 +129,21 @@ def _fake_run(run_dir: Path, val_acc: float, gap: float, epochs: int = 4, diverg
         "test_accuracy": val_acc, "best_epoch": 3, "per_class_accuracy": per_class, "confusion_matrix": cm}))
 
 
+def test_the_plan_sweeps_learning_rates_for_the_stability_pair_only_unless_asked(tmp_path):
+    default = AblationSettings().validate()
+    assert len(default.plan()) == (2 * 3 + 5 * 1) * 3  # seed and no-batchnorm at 3 lrs, 5 variants at the first
+    assert {lr for v, lr, _ in default.plan() if v == "no-dropout"} == {1e-3}
+    assert {lr for v, lr, _ in default.plan() if v == "no-batchnorm"} == {1e-3, 3e-3, 1e-2}
+    assert len(AblationSettings(lr_variants=["all"]).plan()) == 7 * 3 * 3
+    with pytest.raises(UserError, match="unknown --lr-variants wide; valid: all, seed"):
+        AblationSettings(lr_variants=["wide"]).validate()
+    # without the pair in the sweep the stability claim says what it needs instead of judging
+    results = analyse(tmp_path, AblationSettings(variants=["seed", "no-batchnorm"], lr_variants=["seed"]),
+                      VARIANTS)
+    assert "seed and no-batchnorm in --lr-variants" in results["claims"][0]["figures"]
+    assert results["lr_rows"][1][2] == "not in the plan"
+
+
 def test_claims_on_synthetic_runs_with_known_answers(tmp_path):
     settings = AblationSettings(variants=["seed", "no-batchnorm", "no-dropout", "filters-192-192-192",
                                           "filters-256-128-64"], seeds=3, lrs=[1e-3, 1e-2], epochs=4)

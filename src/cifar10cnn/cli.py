@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variants of the seed model (default: all; see `cifar10cnn ablate --list`)")
     p.add_argument("--lrs", nargs="+", type=float, metavar="LR",
                    help="learning rates; the first is where the other claims are judged (default 1e-3 3e-3 1e-2)")
+    p.add_argument("--lr-variants", nargs="+", metavar="NAME",
+                   help="variants trained at every learning rate (default: seed no-batchnorm, the stability "
+                        "claim's pair; the others train at the first lr only); 'all' = the full grid")
     p.add_argument("--subset", type=int, default=5_000,
                    help="training images per run, stratified (default 5000; 0 = the whole 45,000-image split)")
     p.add_argument("--epochs", type=int, default=12, help="epochs per run, no early stopping (default 12)")
@@ -481,7 +484,8 @@ def cmd_ablate(args) -> None:
         return
     defaults = AblationSettings()
     settings = AblationSettings(variants=args.variants or defaults.variants, seeds=args.seeds,
-                                lrs=args.lrs or defaults.lrs, subset=args.subset or None, epochs=args.epochs,
+                                lrs=args.lrs or defaults.lrs, lr_variants=args.lr_variants or defaults.lr_variants,
+                                subset=args.subset or None, epochs=args.epochs,
                                 val_size=args.val_size, train_eval_images=args.train_eval_images)
     run_ablation(args.out, settings, runtime=_overrides(args, RUNTIME_FIELDS), data_dir=args.data_dir,
                  cache_dir=args.cache_dir, train_runs=not args.analyze_only)

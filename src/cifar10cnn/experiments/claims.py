@@ -116,7 +116,8 @@ def analyse(out: Path, settings, variants: dict) -> dict:
             sum(r["diverged"] for r in g), f"{mean_acc / (params / 1e6):.1%}" if acc else "–",
             f"{mean_acc / (mflops / 1e3):.1%}" if acc else "–"])
     lr_rows = [[v] + [f"{_fmt_ms(values(v, 'val_accuracy', lr))} ({sum(r['diverged'] for r in group(v, lr))} div.)"
-                      if group(v, lr) else "–" for lr in settings.lrs] for v in settings.variants]
+                      if group(v, lr) else "–" if lr in settings.lrs_of(v) else "not in the plan"
+                      for lr in settings.lrs] for v in settings.variants]
 
     claims = [_claim_batchnorm(settings, ready, values, group), _claim_dropout(ready, values),
               _claim_filters(ready, values, costs), _claim_classes(ready, group)]
@@ -141,6 +142,8 @@ def _not_measured(claim: str, needs: str) -> dict:
 
 def _claim_batchnorm(settings, ready, values, group) -> dict:
     claim = "Batch Normalization significantly improved training stability"
+    if not all(settings.lrs_of(v) == settings.lrs for v in ("seed", "no-batchnorm")):
+        return _not_measured(claim, "seed and no-batchnorm in --lr-variants")
     if not ready("seed", "no-batchnorm", lrs=settings.lrs):
         return _not_measured(claim, "≥ 2 finished runs of seed and no-batchnorm at every learning rate")
     comps = [welch(values("seed", "val_accuracy", lr), values("no-batchnorm", "val_accuracy", lr), f"lr {lr:g}")
@@ -319,6 +322,12 @@ def _plots(results: dict) -> dict[str, bytes]:
     return out
 
 
+def _lr_variants_text(names: list[str], base_lr: float) -> str:
+    if "all" in names:
+        return "every variant"
+    return f"{', '.join(f'`{n}`' for n in names)}, the other variants at {base_lr:g} only"
+
+
 def write_pages(out: Path, results: dict) -> list[Path]:
     """claims.md and claims.html (plots embedded) plus the plots as PNG files, all written atomically."""
     import html
@@ -333,7 +342,8 @@ def write_pages(out: Path, results: dict) -> list[Path]:
     budget = (f"the `{s['recipe']}` recipe, {s['epochs']} epochs on a stratified subset of "
               f"{s['subset'] or 45_000:,} training images, no early stopping, validation on {s['val_size']:,} "
               f"held-out training images; {s['seeds']} seeds per variant; learning rates "
-              f"{', '.join(f'{lr:g}' for lr in s['lrs'])} (claims other than stability at {results['base_lr']:g})")
+              f"{', '.join(f'{lr:g}' for lr in s['lrs'])} for {_lr_variants_text(s['lr_variants'], results['base_lr'])}"
+              f" (every claim but stability is judged at {results['base_lr']:g})")
     claims_header = ["seed's claim", "verdict", "measure", "test", "figures"]
     claims_rows = [[c["claim"], c["verdict"], c["measure"], c["test"], c["figures"]] for c in results["claims"]]
     variants_rows = [[v, about] for v, about in results["variants"].items()]
