@@ -14,9 +14,10 @@ table can be built over several sittings and machines (20 minutes per model). Th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from kept_runs import kept_or_trained
 
 DEFAULT_MODELS = ["seed", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mobilenetv2", "resnet18",
                   "preact_resnet18"]
@@ -36,17 +37,6 @@ def measure_speed(data, model: str, batch_size: int) -> dict:
 
 def result_file(results: Path, model: str, budget: float) -> Path:
     return results / f"{model}-budget{budget:g}.json"
-
-
-def save_result(results: Path, model: str, budget: float, metrics: dict) -> dict:
-    """The figures of a finished run, kept in the repository: run folders stay on the machine that made them."""
-    from cifar10cnn.fileio import atomic_write_json
-
-    keep = ["test_accuracy", "test_accuracy_no_tta", "epochs", "wall_seconds", "train_seconds", "budget"]
-    result = {"model": model, "budget_minutes": budget, **{k: metrics[k] for k in keep if k in metrics}}
-    result.setdefault("test_accuracy_no_tta", result["test_accuracy"])
-    atomic_write_json(result_file(results, model, budget), result)
-    return result
 
 
 def table_markdown(rows: list[dict], budget: float) -> str:
@@ -84,8 +74,6 @@ def main() -> int:
     from cifar10cnn.errors import UserError
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import create_model, forward_flops, list_models, trainable_params
-    from cifar10cnn.training.run import train
-
     unknown = [m for m in args.models + (args.train or []) if m not in list_models()]
     if unknown:
         print(f"error: unknown model(s) {', '.join(unknown)}; valid: {', '.join(list_models())}", file=sys.stderr)
@@ -101,22 +89,15 @@ def main() -> int:
         print(f"{name}: {row['params']:,} params, {row['mflops']:,.1f} MFLOPs, train {row['train_ips']:,.0f} img/s, "
               f"eval {row['eval_ips']:,.0f} img/s", flush=True)
         out = args.runs / f"{name}-budget{args.budget:g}"
-        metrics = None
-        kept = result_file(args.results, name, args.budget)
-        if kept.is_file():
-            metrics = json.loads(kept.read_text())
-            print(f"  {kept}: finished earlier, not trained again")
-        elif (out / "metrics.json").is_file():
-            metrics = save_result(args.results, name, args.budget, json.loads((out / "metrics.json").read_text()))
-            print(f"  {out} is finished: not trained again")
-        elif args.train is None or name in args.train:
-            try:
-                cfg = RunConfig.resolve(row["recipe"], {"model": name, "final": True, "time_budget": args.budget})
-                _, metrics = train(cfg, out, data=data, overwrite=out.exists())
-                metrics = save_result(args.results, name, args.budget, metrics)
-            except UserError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
+        try:
+            metrics = kept_or_trained(
+                result_file(args.results, name, args.budget), out,
+                lambda name=name, recipe=row["recipe"]: RunConfig.resolve(
+                    recipe, {"model": name, "final": True, "time_budget": args.budget}),
+                data, train_now=args.train is None or name in args.train, model=name, budget_minutes=args.budget)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if metrics is not None:
             row.update(test_accuracy=metrics["test_accuracy"],
                        test_accuracy_no_tta=metrics.get("test_accuracy_no_tta", metrics["test_accuracy"]),

@@ -24,6 +24,7 @@ def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images:
     model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
     model = rt.place(model)
     opt = make_optimizer(cfg, model, rt)
+    step_model = torch.compile(model) if cfg.compile else model
     x, y = data.train_x.to(rt.device), data.train_y.to(rt.device)
     g = torch.Generator().manual_seed(cfg.seed)
 
@@ -33,7 +34,7 @@ def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images:
     def timed_train(n: int) -> float:
         order = torch.randperm(len(x), generator=g)[:n].to(rt.device)
         t0 = time.perf_counter()
-        train_one_epoch(model, opt, x, y, order, rt, cfg.batch_size, augment=augment, generator=g,
+        train_one_epoch(step_model, opt, x, y, order, rt, cfg.batch_size, augment=augment, generator=g,
                         label_smoothing=cfg.label_smoothing)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()

@@ -39,7 +39,7 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet, transfer-linear, "
+    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet, fast, transfer-linear, "
                                     "transfer-finetune")
     p.add_argument("--model", help="model name from `cifar10cnn models`")
     p.add_argument("--epochs", type=int, help="maximum epochs (seed recipe: 50, early stopping usually ends sooner)")
@@ -258,7 +258,8 @@ def cmd_train(args) -> None:
         _check_resume_flags(args.out, overrides)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite)
     val = f", val accuracy {m['best_val_accuracy']:.2%}" if m.get("best_val_accuracy") is not None else ""
-    tta = f" with flip TTA ({m['test_accuracy_no_tta']:.2%} without)" if "test_accuracy_no_tta" in m else ""
+    kind = f"multi-crop TTA (flips × {m['tta_translate']}-px shifts)" if m.get("tta_translate") else "flip TTA"
+    tta = f" with {kind} ({m['test_accuracy_no_tta']:.2%} without)" if "test_accuracy_no_tta" in m else ""
     console.print(
         f"test accuracy {m['test_accuracy']:.2%}{tta} (best epoch {m['best_epoch']} of {m['epochs']}{val}, "
         f"{m['train_seconds']:.0f} s training, {m.get('wall_seconds', 0):.0f} s in all)"
@@ -267,7 +268,9 @@ def cmd_train(args) -> None:
         b = m["budget"]
         console.print(f"time budget {b['minutes']:g} min: planned {b['planned_epochs']} epochs "
                       f"(~{b['planned_seconds']:.0f} s), ran {b['epochs_run']} in {b['wall_seconds']:.0f} s"
-                      f"{' (stopped early by the budget)' if b['stopped_by_budget'] else ''}")
+                      f"{' (stopped early by the budget)' if b['stopped_by_budget'] else ''}"
+                      + "".join(f"; re-planned to {r['epochs']} after epoch {r['after_epoch']} (slower than "
+                                "measured)" for r in b.get("replanned", [])))
     console.print(f"run folder: {run_dir}")
     if args.report:
         from .evaluation.report import build_report

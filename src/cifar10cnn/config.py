@@ -41,19 +41,31 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp16 | fp32
     channels_last: bool = True
     threads: int | None = None  # CPU threads; default: all cores
+    compile: bool = False  # torch.compile the training step's model (the compile time is part of the run)
     # optimisation beyond the seed recipe (the defaults leave the seed recipe unchanged)
     momentum: float = 0.9  # sgd only (Nesterov)
     decay_bn_bias: bool = True  # False: no weight decay on BatchNorm weights and biases (1-D parameters)
-    schedule: str = "constant"  # constant | onecycle (linear up, linear down to 0) | cosine
-    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs
+    schedule: str = "constant"  # constant | onecycle (linear up, linear down to lr_end_factor) | cosine
+    warmup_epochs: float = 0.0  # linear warm-up from lr_start_factor × lr, in epochs
+    warmup_fraction: float = 0.0  # > 0: the warm-up as a fraction of the run's steps instead (keeps the
+    #                               schedule's shape when a time budget changes the epochs)
+    lr_start_factor: float = 0.0  # the warm-up starts at this fraction of lr
+    lr_end_factor: float = 0.0  # onecycle and cosine end at this fraction of lr
+    norm_lr_scale: float = 1.0  # lr multiplier for BatchNorm biases and weights; their weight decay per step
+    #                             stays that of the other weights (the group's coefficient is divided by it)
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # > 0: evaluate and save an exponential moving average of the weights
+    lookahead_every: int = 0  # > 0: every this many steps, pull the weights towards their running average
+    #                           and continue from there (Lookahead; the average's decay grows as 0.95^k·t³)
+    lookahead_from_epoch: int = 4  # the first epoch (1-based) of the Lookahead
+    whiten_bias_epochs: int = 0  # > 0: models with a data-whitening stem train its bias this many epochs only
     # augmentation of training batches (data/augment.py)
     crop_padding: int = 0  # random crop after padding by this many pixels
     pad_mode: str = "reflect"  # reflect | zero
     flip: str = "none"  # none | random | alternating
     cutout: int = 0  # side of the zeroed square, 0 = off
     tta: bool = False  # flip test-time augmentation for the final test evaluation
+    tta_translate: int = 0  # > 0 (with tta): also the image shifted by ± this many pixels (6 views in all)
     # transfer learning (models with pretrained weights, e.g. model_options {"pretrained": true})
     linear_probe: bool = False  # train only the head, on cached features of the frozen backbone
     backbone_lr_scale: float = 1.0  # learning rate of everything but the head, relative to lr
@@ -89,12 +101,20 @@ class RunConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
-        ranges = {"label_smoothing": (0.0, 1.0), "ema_decay": (0.0, 1.0), "momentum": (0.0, 1.0)}
+        ranges = {"label_smoothing": (0.0, 1.0), "ema_decay": (0.0, 1.0), "momentum": (0.0, 1.0),
+                  "warmup_fraction": (0.0, 1.0), "lr_start_factor": (0.0, 1.0), "lr_end_factor": (0.0, 1.0)}
         for name, (lo, hi) in ranges.items():
             if not lo <= getattr(self, name) < hi:
                 raise UserError(f"{name} must be in [{lo}, {hi}), got {getattr(self, name)}")
-        if self.warmup_epochs < 0 or self.crop_padding < 0 or self.cutout < 0 or self.train_eval_images < 0:
-            raise UserError("warmup_epochs, crop_padding, cutout and train_eval_images must be >= 0")
+        non_negative = ["warmup_epochs", "crop_padding", "cutout", "train_eval_images", "lookahead_every",
+                        "whiten_bias_epochs", "tta_translate"]
+        bad = [name for name in non_negative if getattr(self, name) < 0]
+        if bad:
+            raise UserError(f"{', '.join(bad)} must be >= 0")
+        if not self.norm_lr_scale > 0 or self.lookahead_from_epoch < 1:
+            raise UserError("norm_lr_scale must be > 0 and lookahead_from_epoch >= 1")
+        if self.tta_translate and not self.tta:
+            raise UserError("tta_translate adds shifted views to the flip TTA: set tta too")
         if self.time_budget is not None and not self.time_budget > 0:
             raise UserError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
         if not self.backbone_lr_scale > 0:

@@ -52,6 +52,15 @@ class TuneSettings:
     patience: int | None = None
     seed: int = 0  # training seed of every trial (the same for all: trials differ only in their settings)
 
+    def pruner_warmup(self) -> int:
+        """Epochs before a trial may be pruned: half the epochs, 2 to 5. Early validation accuracy ranks
+        settings badly (measured: with pruning from epoch 1, 12 of 20 trials were cut after one epoch at
+        10–20% accuracy, among them the best trial's neighbours), so a trial first gets a fair start."""
+        if self.time_budget is not None:
+            return 2
+        epochs = self.epochs or self.config().epochs
+        return max(2, min(5, epochs // 2))
+
     def config(self, overrides: dict | None = None, runtime: dict | None = None) -> RunConfig:
         budget = {"model": self.model, "epochs": self.epochs, "subset": self.subset, "time_budget": self.time_budget,
                   "patience": self.patience, "seed": self.seed}
@@ -88,7 +97,7 @@ def open_study(url: str, name: str, settings: TuneSettings, sampler_seed: int | 
             study = optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                 sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1))
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=settings.pruner_warmup()))
             break
         except ImportError as e:
             raise UserError(f"the storage {url.split('://')[0]} needs a driver ({e.name} missing): "

@@ -114,4 +114,4 @@ def input_normalization(net: nn.Module, mean: list[float], std: list[float]) -> 
 
 
 # importing the modules registers their models
-from . import efficientnet_lite, mobilenet, resnet, seed  # noqa: E402,F401
+from . import efficientnet_lite, fast, mobilenet, resnet, seed  # noqa: E402,F401

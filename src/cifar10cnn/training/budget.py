@@ -3,8 +3,10 @@
 The speed is measured on a throw-away copy of the model and optimizer (the run itself starts
 untouched): a few warm-up steps, then about 20 timed training steps with the recipe's
 augmentation, and a timed evaluation pass. The plan leaves room for validation after every epoch
-and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure).
-The learning-rate schedule is then laid over the planned epochs; during the run, an epoch that
+and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
+multi-crop TTA). The learning-rate schedule is then laid over the planned epochs. During the run,
+after every epoch, the plan is checked against the measured epoch times: if fewer epochs fit than
+planned, the schedule is re-laid over the epochs that fit (so it still anneals), and an epoch that
 would end past the budget is not started.
 """
 
@@ -38,7 +40,8 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     eval_ips = len(eval_images) / (time.perf_counter() - t0)
 
     epoch_s = len(train_idx) / train_ips + n_val / eval_ips
-    final_eval_s = n_test / eval_ips * (3 if cfg.tta else 1) + 5.0  # + loading and writing files
+    passes = 1 + (2 + (4 if cfg.tta_translate else 0) if cfg.tta else 0)  # the plain figure + the TTA views
+    final_eval_s = n_test / eval_ips * passes + 5.0  # + loading and writing files
     calibration_s = time.perf_counter() - t_start
     available = cfg.time_budget * 60 - spent_s - calibration_s - final_eval_s
     epochs = max(1, math.floor(available / epoch_s))

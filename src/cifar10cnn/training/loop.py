@@ -48,13 +48,14 @@ def train_one_epoch(
     start_step: int = 0,
     label_smoothing: float = 0.0,
     ema=None,
+    after_step: Callable[[int], None] | None = None,
 ) -> dict:
     """One pass over `images[order]` in batches; returns mean train loss and accuracy.
 
     augment(x, idx, epoch, generator) transforms each uint8 batch; lr_at(step) sets the learning
     rate of every step (global step = start_step + step in this epoch), times each parameter
-    group's "lr_scale" (e.g. a lower rate for a pretrained backbone); ema.update(model) follows
-    each optimizer step.
+    group's "lr_scale" (e.g. a lower rate for a pretrained backbone); ema.update(model) and
+    after_step(global step number, 1-based) follow each optimizer step.
     """
     model.train()
     loss_sum = torch.zeros((), device=runtime.device)
@@ -81,6 +82,8 @@ def train_one_epoch(
             optimizer.step()
         if ema is not None:
             ema.update(model)
+        if after_step is not None:
+            after_step(start_step + step + 1)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
         if on_batch is not None:
@@ -96,30 +99,47 @@ def train_one_epoch(
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 500,
-    on_batch: Callable[[int], None] | None = None, tta: bool = False,
+    on_batch: Callable[[int], None] | None = None, tta: bool = False, translate: int = 0,
 ) -> torch.Tensor:
     """Logits (float32, on the CPU) for N×32×32×3 uint8 images, in eval mode.
 
     tta: flip test-time augmentation, the mean of the logits of each image and its mirror image.
+    translate (with tta): multi-crop TTA — half the weight on that mean, a quarter each on the same mean
+    for the image shifted by `translate` pixels down-right and up-left (reflected edges): 6 views.
     """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = to_batch(images[start:start + batch_size], runtime)
         with runtime.autocast():
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = _mirrored(model, x) if tta else model(x).float()
+            if tta and translate:
+                logits = logits / 2 + sum(_mirrored(model, v) for v in shifted_views(x, translate)) / 4
         out.append(logits)
         if on_batch is not None:
             on_batch(len(x))
     return torch.cat(out).cpu() if out else torch.zeros(0, 0)
 
 
+def _mirrored(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return (model(x).float() + model(x.flip(3)).float()) / 2
+
+
+def shifted_views(x: torch.Tensor, pixels: int) -> list[torch.Tensor]:
+    """The batch shifted by `pixels` towards the bottom-right and towards the top-left, edges reflected
+    (as float 0–255 images, in x's memory format)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x.float(), (pixels,) * 4, mode="reflect")
+    views = [padded[..., :h, :w], padded[..., 2 * pixels:, 2 * pixels:]]
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return [v.contiguous(memory_format=fmt) for v in views]
+
+
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime,
-             batch_size: int = 500, on_batch: Callable[[int], None] | None = None, tta: bool = False) -> dict:
+             batch_size: int = 500, on_batch: Callable[[int], None] | None = None, tta: bool = False,
+             translate: int = 0) -> dict:
     """Loss, accuracy and logits of `model` on a labelled set."""
-    logits = predict_logits(model, images, runtime, batch_size, on_batch, tta)
+    logits = predict_logits(model, images, runtime, batch_size, on_batch, tta, translate)
     labels = labels.cpu()
     return {
         "loss": F.cross_entropy(logits, labels).item(),

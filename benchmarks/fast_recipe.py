@@ -1,0 +1,134 @@
+"""The `fast` recipe's figures on this machine: 3 seeds of the full recipe, time budgets, and its switches.
+
+    .venv/bin/python benchmarks/fast_recipe.py final [--seeds 0 1 2]
+        `cifar10cnn train --recipe fast --final --seed S` per seed: test accuracy (multi-crop TTA and
+        without), wall time, mean ± std
+    .venv/bin/python benchmarks/fast_recipe.py budget [--minutes 5 10]
+        `cifar10cnn train --recipe fast --final --time-budget M`, seed 0
+    .venv/bin/python benchmarks/fast_recipe.py switches [--minutes 5] [--only NAME ...]
+        the recipe with each trick turned off (recipes.FAST_SWITCHES), one seed each, all under the same
+        `--time-budget`, against the full recipe under that budget
+
+Every run is a run folder under --runs (default runs/fast); its figures are kept in
+benchmarks/results/fast/*.json (committed) and not trained again. The tables are written to
+benchmarks/results/fast.md after every run. Run one measurement at a time, with nothing else on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from kept_runs import kept_or_trained
+
+RESULTS = Path("benchmarks/results/fast")
+
+
+def _pct(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2%}" if values else "–"
+    return f"{statistics.fmean(values):.2%} ± {statistics.stdev(values):.2%} (n={len(values)})"
+
+
+def final_table(results: Path) -> str:
+    rows = sorted((json.loads(p.read_text()) for p in results.glob("final-seed*.json")), key=lambda r: r["seed"])
+    if not rows:
+        return ""
+    lines = ["## `cifar10cnn train --recipe fast --final --seed S`", "",
+             "| seed | test accuracy (multi-crop TTA) | without TTA | epochs | training s | wall time |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['test_accuracy']:.2%} | {r['test_accuracy_no_tta']:.2%} | {r['epochs']} | "
+                     f"{r['train_seconds']:.0f} | {r['wall_seconds'] / 60:.1f} min |")
+    lines.append(f"| **mean ± std** | **{_pct([r['test_accuracy'] for r in rows])}** | "
+                 f"{_pct([r['test_accuracy_no_tta'] for r in rows])} | | | "
+                 f"max {max(r['wall_seconds'] for r in rows) / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def budget_table(results: Path) -> str:
+    rows = sorted((json.loads(p.read_text()) for p in results.glob("budget-*.json")), key=lambda r: r["minutes"])
+    if not rows:
+        return ""
+    lines = ["## `cifar10cnn train --recipe fast --final --time-budget M`", "",
+             "| budget | test accuracy (multi-crop TTA) | without TTA | epochs planned → run | wall time |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        b = r["budget"]
+        lines.append(f"| {r['minutes']:g} min | {r['test_accuracy']:.2%} | {r['test_accuracy_no_tta']:.2%} | "
+                     f"{b['planned_epochs']} → {b['epochs_run']} | {r['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def switch_table(results: Path) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(results.glob("switch-*.json"))]  # the recipe's order
+    if not rows:
+        return ""
+    full = next((r for r in rows if r["switch"] == "none"), None)
+    lines = [f"## The recipe's switches: each trick turned off, `--time-budget {rows[0]['minutes']:g}`, seed 0", "",
+             "| turned off | test accuracy (recipe's TTA) | change | without TTA | epochs | wall time |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        change = f"{(r['test_accuracy'] - full['test_accuracy']) * 100:+.2f} points" if full and r is not full else ""
+        lines.append(f"| {'nothing (the full recipe)' if r is full else r['switch']} | {r['test_accuracy']:.2%} | "
+                     f"{change} | {r['test_accuracy_no_tta']:.2%} | {r['epochs']} | {r['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: Path, path: Path) -> str:
+    from cifar10cnn.fileio import atomic_write_text
+
+    parts = [t for t in (final_table(results), budget_table(results), switch_table(results)) if t]
+    text = "# The `fast` recipe on this machine\n\n" + "\n".join(parts)
+    atomic_write_text(path, text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=["final", "budget", "switches", "table"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--minutes", nargs="+", type=float, help="budgets (default: 5 10; switches: 5)")
+    ap.add_argument("--only", nargs="+", metavar="SWITCH", help="switches to measure now (default: all)")
+    ap.add_argument("--runs", type=Path, default=Path("runs/fast"))
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--table", type=Path, default=Path("benchmarks/results/fast.md"))
+    args = ap.parse_args()
+
+    from cifar10cnn.config import RunConfig
+    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.errors import UserError
+    from cifar10cnn.recipes import FAST_SWITCHES
+
+    if args.only and any(s not in FAST_SWITCHES for s in args.only):
+        print(f"error: unknown switch; valid: {', '.join(FAST_SWITCHES)}", file=sys.stderr)
+        return 2
+    jobs = []  # (result file, run folder, config overrides, figures about the run)
+    if args.what == "final":
+        jobs = [(f"final-seed{s}", {"seed": s}, {"seed": s}) for s in args.seeds]
+    elif args.what == "budget":
+        jobs = [(f"budget-{m:g}min", {"time_budget": m}, {"minutes": m}) for m in args.minutes or [5.0, 10.0]]
+    elif args.what == "switches":
+        (m,) = args.minutes or [5.0]
+        jobs = [(f"switch-{m:g}min-00", {"time_budget": m}, {"switch": "none", "minutes": m})]
+        jobs += [(f"switch-{m:g}min-{list(FAST_SWITCHES).index(n) + 1:02d}", {"time_budget": m, **FAST_SWITCHES[n]},
+                  {"switch": n, "minutes": m}) for n in args.only or FAST_SWITCHES]
+    data = load_cifar10() if jobs else None
+    for key, overrides, about in jobs:
+        print(f"{key}: {about}", flush=True)
+        try:
+            kept_or_trained(args.results / f"{key}.json", args.runs / key,
+                            lambda o=overrides: RunConfig.resolve("fast", {"final": True, **o}), data, **about)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        write_tables(args.results, args.table)
+    print(write_tables(args.results, args.table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
