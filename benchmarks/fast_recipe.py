@@ -33,49 +33,53 @@ def _pct(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2%} ± {statistics.stdev(values):.2%} (n={len(values)})"
 
 
+def _kept(results: Path, pattern: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob(pattern))]
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> str:
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"
+
+
+def _accuracy_cells(r: dict) -> list[str]:
+    return [f"{r['test_accuracy']:.2%}", f"{r['test_accuracy_no_tta']:.2%}"]
+
+
 def final_table(results: Path) -> str:
-    rows = sorted((json.loads(p.read_text()) for p in results.glob("final-seed*.json")), key=lambda r: r["seed"])
+    rows = sorted(_kept(results, "final-seed*.json"), key=lambda r: r["seed"])
     if not rows:
         return ""
-    lines = ["## `cifar10cnn train --recipe fast --final --seed S`", "",
-             "| seed | test accuracy (multi-crop TTA) | without TTA | epochs | training s | wall time |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['seed']} | {r['test_accuracy']:.2%} | {r['test_accuracy_no_tta']:.2%} | {r['epochs']} | "
-                     f"{r['train_seconds']:.0f} | {r['wall_seconds'] / 60:.1f} min |")
-    lines.append(f"| **mean ± std** | **{_pct([r['test_accuracy'] for r in rows])}** | "
-                 f"{_pct([r['test_accuracy_no_tta'] for r in rows])} | | | "
-                 f"max {max(r['wall_seconds'] for r in rows) / 60:.1f} min |")
-    return "\n".join(lines) + "\n"
+    cells = [[r["seed"], *_accuracy_cells(r), r["epochs"], f"{r['train_seconds']:.0f}",
+              f"{r['wall_seconds'] / 60:.1f} min"] for r in rows]
+    cells.append(["**mean ± std**", f"**{_pct([r['test_accuracy'] for r in rows])}**",
+                  _pct([r["test_accuracy_no_tta"] for r in rows]), "", "",
+                  f"max {max(r['wall_seconds'] for r in rows) / 60:.1f} min"])
+    return _table("`cifar10cnn train --recipe fast --final --seed S`",
+                  ["seed", "test accuracy (multi-crop TTA)", "without TTA", "epochs", "training s", "wall time"], cells)
 
 
 def budget_table(results: Path) -> str:
-    rows = sorted((json.loads(p.read_text()) for p in results.glob("budget-*.json")), key=lambda r: r["minutes"])
-    if not rows:
-        return ""
-    lines = ["## `cifar10cnn train --recipe fast --final --time-budget M`", "",
-             "| budget | test accuracy (multi-crop TTA) | without TTA | epochs planned → run | wall time |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        b = r["budget"]
-        lines.append(f"| {r['minutes']:g} min | {r['test_accuracy']:.2%} | {r['test_accuracy_no_tta']:.2%} | "
-                     f"{b['planned_epochs']} → {b['epochs_run']} | {r['wall_seconds'] / 60:.1f} min |")
-    return "\n".join(lines) + "\n"
+    rows = sorted(_kept(results, "budget-*.json"), key=lambda r: r["minutes"])
+    cells = [[f"{r['minutes']:g} min", *_accuracy_cells(r),
+              f"{r['budget']['planned_epochs']} → {r['budget']['epochs_run']}", f"{r['wall_seconds'] / 60:.1f} min"]
+             for r in rows]
+    return _table("`cifar10cnn train --recipe fast --final --time-budget M`",
+                  ["budget", "test accuracy (multi-crop TTA)", "without TTA", "epochs planned → run", "wall time"],
+                  cells) if rows else ""
 
 
 def switch_table(results: Path) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(results.glob("switch-*.json"))]  # the recipe's order
+    rows = _kept(results, "switch-*.json")  # file names keep the recipe's order
     if not rows:
         return ""
     full = next((r for r in rows if r["switch"] == "none"), None)
-    lines = [f"## The recipe's switches: each trick turned off, `--time-budget {rows[0]['minutes']:g}`, seed 0", "",
-             "| turned off | test accuracy (recipe's TTA) | change | without TTA | epochs | wall time |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        change = f"{(r['test_accuracy'] - full['test_accuracy']) * 100:+.2f} points" if full and r is not full else ""
-        lines.append(f"| {'nothing (the full recipe)' if r is full else r['switch']} | {r['test_accuracy']:.2%} | "
-                     f"{change} | {r['test_accuracy_no_tta']:.2%} | {r['epochs']} | {r['wall_seconds'] / 60:.1f} min |")
-    return "\n".join(lines) + "\n"
+    cells = [["nothing (the full recipe)" if r is full else r["switch"], *_accuracy_cells(r),
+              f"{(r['test_accuracy'] - full['test_accuracy']) * 100:+.2f} points" if full and r is not full else "",
+              r["epochs"], f"{r['wall_seconds'] / 60:.1f} min"] for r in rows]
+    return _table(f"The recipe's switches: each trick turned off, `--time-budget {rows[0]['minutes']:g}`, seed 0",
+                  ["turned off", "test accuracy (recipe's TTA)", "without TTA", "change (TTA)", "epochs", "wall time"],
+                  cells)
 
 
 def write_tables(results: Path, path: Path) -> str:

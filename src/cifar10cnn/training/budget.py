@@ -1,7 +1,7 @@
 """`--time-budget MINUTES`: measure this machine's speed, then plan the epochs that fit.
 
 The speed is measured on a throw-away copy of the model and optimizer (the run itself starts
-untouched): a few warm-up steps, then about 20 timed training steps with the recipe's
+untouched): a few warm-up steps, then 6–64 timed training steps (≥ 2,048 images) with the recipe's
 augmentation, and a timed evaluation pass. The plan leaves room for validation after every epoch
 and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
 multi-crop TTA). The learning-rate schedule is then laid over the planned epochs. During the run,
@@ -24,7 +24,9 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
                 augment, spent_s: float) -> dict:
     t_start = time.perf_counter()
     bs = cfg.batch_size
-    n_warm, n_time = min(3 * bs, len(train_idx)), min(max(20 * bs, 2048), len(train_idx))
+    # a few batches: enough steps to time (≥ 2,048 images), few enough not to eat a short budget at batch 1024
+    n_warm = min(3 * bs, max(bs, 2048), len(train_idx))
+    n_time = min(max(2048, min(20 * bs, 6 * 1024)), len(train_idx))
     g = torch.Generator().manual_seed(2**31 - 1)
     order = train_idx[torch.randperm(len(train_idx), generator=g).to(train_idx.device)]
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
