@@ -157,6 +157,10 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
     ck = load_file(str(full / "checkpoint" / "last.safetensors"))
     assert any(k.startswith("lookahead.") for k in ck)  # the average is saved for resume
     assert len((full / "history.csv").read_text().splitlines()) == 1 + 3
+    assert cli("evaluate", full, "--data-dir", str(fake_dir), "--tta", "--tta-translate", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == m["test_accuracy"]  # the same 6 views
+    assert cli("evaluate", full, "--data-dir", str(fake_dir), "--tta-translate", "1") == 2
+    assert "add --tta" in capsys.readouterr().err
 
     # stopped after epoch 2 (Lookahead running, whitening bias frozen), resumed: the same weights
     from cifar10cnn.data.cifar10 import load_cifar10

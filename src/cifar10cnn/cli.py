@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean of image and mirror)")
+    p.add_argument("--tta-translate", type=int, default=0, metavar="PIXELS",
+                   help="with --tta: multi-crop TTA, also the image shifted by ± PIXELS (6 views; the fast "
+                        "recipe's is 1)")
     _data_flags(p)
 
     p = sub.add_parser("report", help="write a self-contained HTML report (and its PNGs) for a finished run")
@@ -304,7 +307,12 @@ def cmd_evaluate(args) -> None:
 
     cfg, _ = load_run_config(run_dir)
     rt = resolve_runtime(args.device, cfg.precision, cfg.channels_last, cfg.threads)
-    m = evaluate_run(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir, runtime=rt, tta=args.tta)
+    if args.tta_translate and not args.tta:
+        raise UserError("--tta-translate adds shifted views to the flip TTA: add --tta")
+    if args.tta_translate < 0:
+        raise UserError(f"--tta-translate must be >= 0, got {args.tta_translate}")
+    m = evaluate_run(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir, runtime=rt, tta=args.tta,
+                     translate=args.tta_translate)
     path = run_dir / "metrics.json"
     previous = {}
     if path.is_file():

@@ -207,7 +207,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
     if mode == "resume" and ckpt_path.is_file():
         loop = load_checkpoint(ckpt_path, model, optimizer, extra)
         if lookahead is not None:
-            lookahead.started = loop["epoch"] >= cfg.lookahead_from_epoch
+            lookahead.started = loop.get("lookahead_started", False)
         console.print(f"resuming {out} after epoch {loop['epoch']}")
     else:
         if cfg.time_budget is not None:
@@ -277,6 +277,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
             raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
         if lookahead is not None and lookahead.started:
             lookahead.pull(fit, 1.0)  # every epoch ends on the averaged weights
+            loop["lookahead_started"] = True
         train_time = time.perf_counter() - t0
         va = evaluate(eval_model, val_x, val_y, runtime, cfg.eval_batch_size) if len(val_y) else None
         te = evaluate(eval_model, sample_x, sample_y, runtime, cfg.eval_batch_size) if len(sample_y) else None
@@ -362,7 +363,6 @@ def _replan(loop: dict, cfg: RunConfig, clock: Stopwatch, sched: dict, steps_per
     fits = loop["epoch"] + max(0, math.floor(left / _epoch_seconds(loop)))
     if fits >= loop["planned_epochs"]:
         return
-    fits = max(fits, loop["epoch"])
     loop["budget"].setdefault("replanned", []).append({"after_epoch": loop["epoch"], "epochs": fits})
     loop["planned_epochs"] = fits
     if fits > loop["epoch"]:
