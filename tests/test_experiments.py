@@ -10,7 +10,7 @@ import pytest
 
 from cifar10cnn.errors import TrainingDiverged, UserError
 from cifar10cnn.experiments.ablate import VARIANTS, AblationSettings, run_ablation, run_name
-from cifar10cnn.experiments.claims import analyse
+from cifar10cnn.experiments.claims import analyse, run_record
 from cifar10cnn.experiments.stats import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
@@ -169,6 +169,10 @@ def test_claims_on_synthetic_runs_with_known_answers(tmp_path):
     assert r["val_accuracy"] == pytest.approx(0.68) and r["kept_epoch"] == 3  # the epoch the recipe keeps
     assert r["gap"] == pytest.approx(0.05) and r["turn_epoch"] == 3 and r["val_loss_turned_up"]
     assert records[("no-batchnorm", 1e-2, 0)]["diverged"] and records[("no-batchnorm", 1e-2, 0)]["val_accuracy"] == 0.1
+    assert not any(r["collapsed"] for r in records.values())  # diverged is not "stuck at chance"
+    stuck = tmp_path / "stuck"
+    _fake_run(stuck, 0.1, 0.0)  # ends at 10%, no NaN: the loss sat at ln 10
+    assert run_record(stuck, "seed", 1e-2, 0)["collapsed"]
 
     # the same runs with the dropout effect removed and the class ranking broken
     for s, n in enumerate(noise):

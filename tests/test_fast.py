@@ -22,7 +22,7 @@ from cifar10cnn.training.runtime import resolve_runtime
 
 from .conftest import cli
 
-TINY = {"subset": 300, "val_size": 100, "batch_size": 100, "epochs": 3, "lookahead_from_epoch": 2,
+TINY = {"subset": 300, "val_size": 100, "batch_size": 100, "epochs": 2, "lookahead_from_epoch": 2,
         "whiten_bias_epochs": 1, "eval_batch_size": 100}
 
 
@@ -143,7 +143,7 @@ def test_every_switch_of_the_fast_recipe_trains(switch, data, tmp_path):
     cfg = RunConfig.resolve("fast", {**TINY, **FAST_SWITCHES[switch]})
     out, metrics = train(cfg, tmp_path / "run", data=data, test=False)
     rows = (out / "history.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 and metrics["best_val_accuracy"] is not None
+    assert len(rows) == 1 + 2 and metrics["best_val_accuracy"] is not None
 
 
 def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_path, capsys):

@@ -48,6 +48,8 @@ def run_record(run_dir: Path, variant: str, lr: float, seed: int) -> dict | None
     rises = sum(b["train_loss"] > a["train_loss"] for a, b in zip(history, history[1:], strict=False))
     return {
         "variant": variant, "lr": lr, "seed": seed, "diverged": diverged, "epochs": len(history),
+        # stuck at chance without a NaN: the loss sits at ln 10 (every class equally likely) to the end
+        "collapsed": not diverged and bool(history) and last.get("val_accuracy", 1.0) <= CHANCE + 0.01,
         "val_accuracy": history[kept - 1]["val_accuracy"] if kept else CHANCE, "kept_epoch": kept or 0,
         "gap": gap, "turn_epoch": turn or 0, "val_loss_turned_up": bool(turn and turn < len(history)),
         "loss_rises": rises, "test_accuracy": metrics.get("test_accuracy", math.nan),
@@ -113,9 +115,10 @@ def analyse(out: Path, settings, variants: dict) -> dict:
             _fmt_ms(values(v, "test_accuracy")), _fmt_ms(values(v, "gap")),
             _fmt_ms(values(v, "turn_epoch"), pct=False, digits=1),
             _fmt_ms(values(v, "loss_rises"), pct=False, digits=1),
-            sum(r["diverged"] for r in g), f"{mean_acc / (params / 1e6):.1%}" if acc else "–",
-            f"{mean_acc / (mflops / 1e3):.1%}" if acc else "–"])
-    lr_rows = [[v] + [f"{_fmt_ms(values(v, 'val_accuracy', lr))} ({sum(r['diverged'] for r in group(v, lr))} div.)"
+            sum(r["diverged"] for r in g), f"{100 * mean_acc / (params / 1e6):.1f}" if acc else "–",
+            f"{100 * mean_acc / (mflops / 1e3):.0f}" if acc else "–"])
+    lr_rows = [[v] + [f"{_fmt_ms(values(v, 'val_accuracy', lr))} ({sum(r['diverged'] for r in group(v, lr))} div., "
+                      f"{sum(r['collapsed'] for r in group(v, lr))} at chance)"
                       if group(v, lr) else "–" if lr in settings.lrs_of(v) else "not in the plan"
                       for lr in settings.lrs] for v in settings.variants]
 
@@ -125,7 +128,7 @@ def analyse(out: Path, settings, variants: dict) -> dict:
         "settings": settings.__dict__, "base_lr": base_lr, "records": records, "claims": claims,
         "variant_header": ["variant", "params", "MFLOPs", "runs", "val accuracy", "test accuracy",
                            "train−val gap (last epoch)", "val-loss turn epoch", "loss rises", "diverged",
-                           "val acc per M params", "val acc per GFLOP"],
+                           "val acc points per M params", "val acc points per GFLOP"],
         "variant_rows": variant_rows,
         "lr_header": ["variant"] + [f"lr {lr:g}: val accuracy" for lr in settings.lrs], "lr_rows": lr_rows,
         "variants": {v: variants[v]["about"] for v in settings.variants},
@@ -153,8 +156,12 @@ def _claim_batchnorm(settings, ready, values, group) -> dict:
     def diverged(variant: str, lr: float) -> int:
         return sum(r["diverged"] for r in group(variant, lr))
 
+    def collapsed(variant: str, lr: float) -> int:
+        return sum(r["collapsed"] for r in group(variant, lr))
+
     lines = [f"{c.name}: with − without BatchNorm {_points(c)} (Holm-adjusted p = {p:.3g}); diverged "
-             f"{diverged('seed', lr)} vs {diverged('no-batchnorm', lr)}"
+             f"{diverged('seed', lr)} vs {diverged('no-batchnorm', lr)}, stuck at chance "
+             f"{collapsed('seed', lr)} vs {collapsed('no-batchnorm', lr)}"
              f", loss rises {_fmt_ms(values('seed', 'loss_rises', lr), False, 1)} vs "
              f"{_fmt_ms(values('no-batchnorm', 'loss_rises', lr), False, 1)}"
              for c, p, lr in zip(comps, adjusted, settings.lrs, strict=True)]
@@ -353,7 +360,7 @@ def write_pages(out: Path, results: dict) -> list[Path]:
         markdown_table(["variant", "what it tests"], variants_rows),
         f"## Every variant at lr {results['base_lr']:g} (mean ± std over seeds)", "",
         markdown_table(results["variant_header"], results["variant_rows"]),
-        "## Learning-rate sweep (validation accuracy, mean ± std; diverged runs)", "",
+        "## Learning-rate sweep (validation accuracy, mean ± std; runs that diverged (NaN) or stayed at chance)", "",
         markdown_table(results["lr_header"], results["lr_rows"]),
         "## Plots", "", *[f"![{name}]({name})" for name in plots], "",
         "Every run is a run folder under `runs/`; `runs.csv` lists each run's measures.", ""])

@@ -239,7 +239,7 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
 
         def report(row: dict) -> None:
             trial.report(row["val_accuracy"], row["epoch"])
-            if trial.should_prune():
+            if row["epoch"] < cfg.epochs and trial.should_prune():  # the last epoch's work is done: keep it
                 raise optuna.TrialPruned(f"validation accuracy {row['val_accuracy']:.2%} after epoch {row['epoch']}")
 
         try:
