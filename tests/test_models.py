@@ -88,6 +88,9 @@ REFERENCE_PARAMS = {  # ../shared/REFERENCES.md
     # instead of 1000 classes (1280 × 990 + 990 fewer): see tests/test_transfer.py for the exact 1000-class counts
     "efficientnet_lite0": 4_652_008 - 990 * 1281, "efficientnet_lite1": 5_416_680 - 990 * 1281,
     "efficientnet_lite2": 6_092_072 - 990 * 1281,
+    # airbench94's layers by hand (its whitening weights do not train): whitening bias 24, convs 24·64·9 +
+    # 64·64·9 + 64·256·9 + 3 × 256·256·9, BatchNorm biases 2 × (64 + 256 + 256), head 256·10
+    "fast": 24 + 24 * 64 * 9 + 64 * 64 * 9 + 64 * 256 * 9 + 3 * 256 * 256 * 9 + 2 * (64 + 256 + 256) + 256 * 10,
 }
 
 
