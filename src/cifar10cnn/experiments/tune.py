@@ -103,7 +103,8 @@ def open_study(url: str, name: str, settings: TuneSettings, sampler_seed: int | 
             raise UserError(f"the storage {url.split('://')[0]} needs a driver ({e.name} missing): "
                             "pip install 'cifar10cnn[experiments]'") from None
         except Exception as e:  # sqlalchemy's errors: bad URL, server down, bad credentials, a lost race
-            if "already exists" in str(e) and attempt < 4:
+            # the loser of that race sees "already exists" or a unique-key violation (SQLite / PostgreSQL)
+            if any(m in str(e) for m in ("already exists", "UNIQUE constraint", "duplicate key")) and attempt < 4:
                 time.sleep(0.5 + attempt)
                 continue
             raise UserError(f"cannot open the study storage {_safe(url)}: {type(e).__name__}: "
