@@ -17,7 +17,7 @@ from cifar10cnn.models.fast import WHITEN_EPS, patch_covariance, patch_rows, whi
 from cifar10cnn.recipes import FAST_SWITCHES
 from cifar10cnn.training.ema import Lookahead
 from cifar10cnn.training.loop import predict_logits, shifted_views
-from cifar10cnn.training.run import _replan, freeze_finished_groups, make_optimizer, schedule_steps, train
+from cifar10cnn.training.run import _replan, freeze_finished_groups, make_optimizer, schedule_lr, schedule_steps, train
 from cifar10cnn.training.runtime import resolve_runtime
 
 from .conftest import cli
@@ -83,6 +83,10 @@ def test_optimizer_groups_scale_bn_lr_keep_decay_per_step_and_freeze_the_whiteni
     assert stem["lr"] > 0
     freeze_finished_groups(opt, 4)
     assert stem["lr"] == 0 and stem["lr_scale"] == 0 and by_scale[1.0]["lr"] > 0
+    # the history's lr column: the schedule's value, not the first group's (the frozen stem bias, or BN ×64)
+    for group in opt.param_groups:
+        group["lr"] = 0.3 * group["lr_scale"]
+    assert opt.param_groups[0] is stem and schedule_lr(opt) == pytest.approx(0.3)
     # a model without a whitening stem cannot ask for it
     with pytest.raises(UserError, match="whiten_bias_epochs is for models with a whitening stem"):
         train(RunConfig.resolve("seed", {**TINY, "epochs": 1}), data=_FakeData())

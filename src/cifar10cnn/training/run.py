@@ -112,6 +112,15 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module, runtime: Runtime) -> 
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
+def schedule_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate the schedule set, before each group's "lr_scale" (BN parameters ×64, a backbone ×0.1,
+    a frozen whitening bias ×0): what the history's lr column shows."""
+    for group in optimizer.param_groups:
+        if group.get("lr_scale", 1.0):
+            return group["lr"] / group.get("lr_scale", 1.0)
+    return 0.0
+
+
 def freeze_finished_groups(optimizer: torch.optim.Optimizer, epoch: int) -> None:
     """Groups whose "until_epoch" has passed stop training (lr 0: no step, no weight decay)."""
     for group in optimizer.param_groups:
@@ -285,7 +294,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
         monitored = None if va is None else va["loss"] if cfg.monitor == "val_loss" else va["accuracy"]
         row = {"epoch": epoch, "train_loss": round(tr["loss"], 6), "train_accuracy": round(tr["accuracy"], 6),
                "val_loss": round(va["loss"], 6) if va else "", "val_accuracy": round(va["accuracy"], 6) if va else "",
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+               "lr": schedule_lr(optimizer), "seconds": round(seconds, 3),
                "images_per_s": round(len(order) / train_time, 1),
                "train_eval_loss": round(te["loss"], 6) if te else "",
                "train_eval_accuracy": round(te["accuracy"], 6) if te else ""}
