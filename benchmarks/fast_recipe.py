@@ -1,8 +1,8 @@
 """The `fast` recipe's figures on this machine: 3 seeds of the full recipe, time budgets, and its switches.
 
-    .venv/bin/python benchmarks/fast_recipe.py final [--seeds 0 1 2]
+    .venv/bin/python benchmarks/fast_recipe.py final [--seeds 0 1 2] [--epochs E]
         `cifar10cnn train --recipe fast --final --seed S` per seed: test accuracy (multi-crop TTA and
-        without), wall time, mean ± std
+        without), wall time, mean ± std; with --epochs, the recipe shortened to E epochs (`--set epochs=E`)
     .venv/bin/python benchmarks/fast_recipe.py budget [--minutes 5 10]
         `cifar10cnn train --recipe fast --final --time-budget M`, seed 0
     .venv/bin/python benchmarks/fast_recipe.py switches [--minutes 5] [--only NAME ...]
@@ -46,8 +46,10 @@ def _accuracy_cells(r: dict) -> list[str]:
     return [f"{r['test_accuracy']:.2%}", f"{r['test_accuracy_no_tta']:.2%}"]
 
 
-def final_table(results: Path) -> str:
-    rows = sorted(_kept(results, "final-seed*.json"), key=lambda r: r["seed"])
+def final_table(results: Path, epochs: int | None = None) -> str:
+    """The recipe as it is (epochs None), or shortened to `epochs` (the switch table's reference)."""
+    rows = sorted(_kept(results, f"final-{epochs}ep-seed*.json" if epochs else "final-seed*.json"),
+                  key=lambda r: r["seed"])
     if not rows:
         return ""
     cells = [[r["seed"], *_accuracy_cells(r), r["epochs"], f"{r['train_seconds']:.0f}",
@@ -55,8 +57,13 @@ def final_table(results: Path) -> str:
     cells.append(["**mean ± std**", f"**{_pct([r['test_accuracy'] for r in rows])}**",
                   _pct([r["test_accuracy_no_tta"] for r in rows]), "", "",
                   f"max {max(r['wall_seconds'] for r in rows) / 60:.1f} min"])
-    return _table("`cifar10cnn train --recipe fast --final --seed S`",
+    option = f" --set epochs={epochs}" if epochs else ""
+    return _table(f"`cifar10cnn train --recipe fast --final{option} --seed S`",
                   ["seed", "test accuracy (multi-crop TTA)", "without TTA", "epochs", "training s", "wall time"], cells)
+
+
+def _shortened_epochs(results: Path) -> list[int]:
+    return sorted({int(p.name.split("-")[1][:-2]) for p in results.glob("final-*ep-seed*.json")})
 
 
 def budget_table(results: Path) -> str:
@@ -72,24 +79,27 @@ def budget_table(results: Path) -> str:
 def switch_table(results: Path) -> str:
     """Under a time budget the probe's ±8% decides how many epochs fit, and one epoch is worth more than most
     tricks: each switch is compared with the full recipe under the same budget AND with the full recipe run for
-    the same number of epochs (the switch table's own reference or the budget table's run), when there is one."""
+    the same number of epochs (the mean of `final --epochs E` seeds if measured, else the budget runs)."""
     rows = _kept(results, "switch-*.json")  # file names keep the recipe's order
     if not rows:
         return ""
     full = next((r for r in rows if r["switch"] == "none"), None)
-    same_epochs = {r["epochs"]: r for r in _kept(results, "budget-*.json") if r["minutes"] == rows[0]["minutes"]}
+    same_epochs = {r["epochs"]: r["test_accuracy"] for r in _kept(results, "budget-*.json")
+                   if r["minutes"] == rows[0]["minutes"]}
     if full:
-        same_epochs[full["epochs"]] = full
+        same_epochs[full["epochs"]] = full["test_accuracy"]
+    for e in _shortened_epochs(results):
+        same_epochs[e] = statistics.fmean(r["test_accuracy"] for r in _kept(results, f"final-{e}ep-seed*.json"))
 
-    def change(r: dict, ref: dict | None) -> str:
-        return f"{(r['test_accuracy'] - ref['test_accuracy']) * 100:+.2f}" if ref and r is not ref else ""
+    def change(r: dict, ref: float | None) -> str:
+        return "" if ref is None or r is full else f"{(r['test_accuracy'] - ref) * 100:+.2f}"
 
-    cells = [["nothing (the full recipe)" if r is full else r["switch"], *_accuracy_cells(r), change(r, full),
-              change(r, same_epochs.get(r["epochs"])), r["epochs"], f"{r['wall_seconds'] / 60:.1f} min"]
-             for r in rows]
-    refs = ", ".join(f"{e} epochs {r['test_accuracy']:.2%}" for e, r in sorted(same_epochs.items()))
+    cells = [["nothing (the full recipe)" if r is full else r["switch"], *_accuracy_cells(r),
+              change(r, full and full["test_accuracy"]), change(r, same_epochs.get(r["epochs"])), r["epochs"],
+              f"{r['wall_seconds'] / 60:.1f} min"] for r in rows]
+    refs = ", ".join(f"{e} epochs {acc:.2%}" for e, acc in sorted(same_epochs.items()))
     return _table(f"The recipe's switches: each trick turned off, `--time-budget {rows[0]['minutes']:g}`, seed 0 "
-                  f"(full recipe under this budget: {refs})",
+                  f"(full recipe, same epochs: {refs})",
                   ["turned off", "test accuracy (recipe's TTA)", "without TTA", "points vs full recipe",
                    "points vs full recipe, same epochs", "epochs", "wall time"], cells)
 
@@ -97,7 +107,9 @@ def switch_table(results: Path) -> str:
 def write_tables(results: Path, path: Path) -> str:
     from cifar10cnn.fileio import atomic_write_text
 
-    parts = [t for t in (final_table(results), budget_table(results), switch_table(results)) if t]
+    tables = [final_table(results), budget_table(results), switch_table(results)]
+    tables += [final_table(results, e) for e in _shortened_epochs(results)]
+    parts = [t for t in tables if t]
     text = "# The `fast` recipe on this machine\n\n" + "\n".join(parts)
     atomic_write_text(path, text)
     return text
@@ -107,6 +119,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=["final", "budget", "switches", "table"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, help="final: the recipe shortened to this many epochs (a reference for "
+                    "the switch table, whose runs fit fewer epochs)")
     ap.add_argument("--minutes", nargs="+", type=float, help="budgets (default: 5 10; switches: 5)")
     ap.add_argument("--only", nargs="+", metavar="SWITCH", help="switches to measure now (default: all)")
     ap.add_argument("--runs", type=Path, default=Path("runs/fast"))
@@ -124,7 +138,9 @@ def main() -> int:
         return 2
     jobs = []  # (result file, run folder, config overrides, figures about the run)
     if args.what == "final":
-        jobs = [(f"final-seed{s}", {"seed": s}, {"seed": s}) for s in args.seeds]
+        short = {"epochs": args.epochs} if args.epochs else {}
+        jobs = [(f"final-{args.epochs}ep-seed{s}" if short else f"final-seed{s}", {"seed": s, **short}, {"seed": s})
+                for s in args.seeds]
     elif args.what == "budget":
         jobs = [(f"budget-{m:g}min", {"time_budget": m}, {"minutes": m}) for m in args.minutes or [5.0, 10.0]]
     elif args.what == "switches":
