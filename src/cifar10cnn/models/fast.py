@@ -47,7 +47,7 @@ def patch_covariance(x: torch.Tensor, size: int = 2, chunk: int = 500) -> torch.
     """The (uncentred: the images are normalised) covariance of the images' size×size patches, in float64,
     accumulated over chunks of images so memory stays small."""
     d = x.shape[1] * size * size
-    cov, count = torch.zeros(d, d, dtype=torch.float64), 0
+    cov, count = torch.zeros(d, d, dtype=torch.float64, device=x.device), 0
     for start in range(0, len(x), chunk):
         rows = patch_rows(x[start:start + chunk], size).double()
         cov += rows.T @ rows
