@@ -117,12 +117,12 @@ def analyse(out: Path, settings, variants: dict) -> dict:
             _fmt_ms(values(v, "loss_rises"), pct=False, digits=1),
             sum(r["diverged"] for r in g), f"{100 * mean_acc / (params / 1e6):.1f}" if acc else "–",
             f"{100 * mean_acc / (mflops / 1e3):.0f}" if acc else "–"])
-    lr_rows = [[v] + [f"{_fmt_ms(values(v, 'val_accuracy', lr))} ({sum(r['diverged'] for r in group(v, lr))} div., "
-                      f"{sum(r['collapsed'] for r in group(v, lr))} at chance)"
+    lr_rows = [[v] + [f"{_fmt_ms(values(v, 'val_accuracy', lr))} ({sum(values(v, 'diverged', lr))} div., "
+                      f"{sum(values(v, 'collapsed', lr))} at chance)"
                       if group(v, lr) else "–" if lr in settings.lrs_of(v) else "not in the plan"
                       for lr in settings.lrs] for v in settings.variants]
 
-    claims = [_claim_batchnorm(settings, ready, values, group), _claim_dropout(ready, values),
+    claims = [_claim_batchnorm(settings, ready, values), _claim_dropout(ready, values),
               _claim_filters(ready, values, costs), _claim_classes(ready, group)]
     results = {
         "settings": settings.__dict__, "base_lr": base_lr, "records": records, "claims": claims,
@@ -143,7 +143,7 @@ def _not_measured(claim: str, needs: str) -> dict:
             "verdict": INCONCLUSIVE}
 
 
-def _claim_batchnorm(settings, ready, values, group) -> dict:
+def _claim_batchnorm(settings, ready, values) -> dict:
     claim = "Batch Normalization significantly improved training stability"
     if not all(settings.lrs_of(v) == settings.lrs for v in ("seed", "no-batchnorm")):
         return _not_measured(claim, "seed and no-batchnorm in --lr-variants")
@@ -152,16 +152,9 @@ def _claim_batchnorm(settings, ready, values, group) -> dict:
     comps = [welch(values("seed", "val_accuracy", lr), values("no-batchnorm", "val_accuracy", lr), f"lr {lr:g}")
              for lr in settings.lrs]
     adjusted = holm([c.p for c in comps])
-
-    def diverged(variant: str, lr: float) -> int:
-        return sum(r["diverged"] for r in group(variant, lr))
-
-    def collapsed(variant: str, lr: float) -> int:
-        return sum(r["collapsed"] for r in group(variant, lr))
-
     lines = [f"{c.name}: with − without BatchNorm {_points(c)} (Holm-adjusted p = {p:.3g}); diverged "
-             f"{diverged('seed', lr)} vs {diverged('no-batchnorm', lr)}, stuck at chance "
-             f"{collapsed('seed', lr)} vs {collapsed('no-batchnorm', lr)}"
+             f"{sum(values('seed', 'diverged', lr))} vs {sum(values('no-batchnorm', 'diverged', lr))}, stuck at "
+             f"chance {sum(values('seed', 'collapsed', lr))} vs {sum(values('no-batchnorm', 'collapsed', lr))}"
              f", loss rises {_fmt_ms(values('seed', 'loss_rises', lr), False, 1)} vs "
              f"{_fmt_ms(values('no-batchnorm', 'loss_rises', lr), False, 1)}"
              for c, p, lr in zip(comps, adjusted, settings.lrs, strict=True)]
