@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from kept_runs import kept_or_trained
+from kept_runs import exit_code, kept_or_trained
 
 RESULTS = Path("benchmarks/results/fast")
 
@@ -130,7 +130,6 @@ def main() -> int:
 
     from cifar10cnn.config import RunConfig
     from cifar10cnn.data.cifar10 import load_cifar10
-    from cifar10cnn.errors import UserError
     from cifar10cnn.recipes import FAST_SWITCHES
 
     if args.only and any(s not in FAST_SWITCHES for s in args.only):
@@ -148,19 +147,16 @@ def main() -> int:
         jobs = [(f"switch-{m:g}min-00", {"time_budget": m}, {"switch": "none", "minutes": m})]
         jobs += [(f"switch-{m:g}min-{list(FAST_SWITCHES).index(n) + 1:02d}", {"time_budget": m, **FAST_SWITCHES[n]},
                   {"switch": n, "minutes": m}) for n in args.only or FAST_SWITCHES]
-    data = load_cifar10() if jobs else None
+    # the data set only if something may have to be trained (kept figures need none)
+    data = load_cifar10() if any(not (args.results / f"{key}.json").is_file() for key, *_ in jobs) else None
     for key, overrides, about in jobs:
         print(f"{key}: {about}", flush=True)
-        try:
-            kept_or_trained(args.results / f"{key}.json", args.runs / key,
-                            lambda o=overrides: RunConfig.resolve("fast", {"final": True, **o}), data, **about)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        kept_or_trained(args.results / f"{key}.json", args.runs / key,
+                        lambda o=overrides: RunConfig.resolve("fast", {"final": True, **o}), data, **about)
         write_tables(args.results, args.table)
     print(write_tables(args.results, args.table))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code(main))

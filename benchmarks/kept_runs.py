@@ -6,6 +6,8 @@ folder is finished, is not trained again — so a table of 20-minute runs can be
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 KEEP = ["test_accuracy", "test_accuracy_no_tta", "epochs", "wall_seconds", "train_seconds", "eval_seconds",
@@ -35,3 +37,14 @@ def kept_or_trained(result: Path, run_dir: Path, make_cfg, data, train_now: bool
         return None
     _, metrics = train(make_cfg(), run_dir, data=data, overwrite=run_dir.exists())
     return save_result(result, metrics, **about)
+
+
+def exit_code(main: Callable[[], int]) -> int:
+    """Run a benchmark's main(): a bad input (no data set, a bad run folder...) is one line and exit code 2."""
+    from cifar10cnn.errors import UserError
+
+    try:
+        return main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kept_runs import kept_or_trained
+from kept_runs import exit_code, kept_or_trained
 
 DEFAULT_MODELS = ["seed", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "mobilenetv2", "resnet18",
                   "preact_resnet18"]
@@ -71,7 +71,6 @@ def main() -> int:
 
     from cifar10cnn.config import RunConfig
     from cifar10cnn.data.cifar10 import load_cifar10
-    from cifar10cnn.errors import UserError
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import create_model, forward_flops, list_models, trainable_params
     unknown = [m for m in args.models + (args.train or []) if m not in list_models()]
@@ -89,15 +88,11 @@ def main() -> int:
         print(f"{name}: {row['params']:,} params, {row['mflops']:,.1f} MFLOPs, train {row['train_ips']:,.0f} img/s, "
               f"eval {row['eval_ips']:,.0f} img/s", flush=True)
         out = args.runs / f"{name}-budget{args.budget:g}"
-        try:
-            metrics = kept_or_trained(
-                result_file(args.results, name, args.budget), out,
-                lambda name=name, recipe=row["recipe"]: RunConfig.resolve(
-                    recipe, {"model": name, "final": True, "time_budget": args.budget}),
-                data, train_now=args.train is None or name in args.train, model=name, budget_minutes=args.budget)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        metrics = kept_or_trained(
+            result_file(args.results, name, args.budget), out,
+            lambda name=name, recipe=row["recipe"]: RunConfig.resolve(
+                recipe, {"model": name, "final": True, "time_budget": args.budget}),
+            data, train_now=args.train is None or name in args.train, model=name, budget_minutes=args.budget)
         if metrics is not None:
             row.update(test_accuracy=metrics["test_accuracy"],
                        test_accuracy_no_tta=metrics.get("test_accuracy_no_tta", metrics["test_accuracy"]),
@@ -109,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code(main))
