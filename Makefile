@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,serve,transfer,experiments]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,serve,transfer,experiments,tensorboard]"
 	@touch $(STAMP)
 
 run: install

@@ -28,8 +28,8 @@ def main() -> int:
     from cifar10cnn.config import RunConfig
     from cifar10cnn.data.augment import Augment, flip, random_crop
     from cifar10cnn.data.cifar10 import load_cifar10
-    from cifar10cnn.training.loop import to_batch
-    from cifar10cnn.training.runtime import resolve_runtime
+    from cifar10cnn.inference import to_batch
+    from cifar10cnn.runtime import resolve_runtime
 
     data = load_cifar10()
     cfg = RunConfig.resolve(args.recipe)

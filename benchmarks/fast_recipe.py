@@ -43,7 +43,7 @@ def _table(title: str, header: list[str], rows: list[list]) -> str:
 
 
 def _accuracy_cells(r: dict) -> list[str]:
-    return [f"{r['test_accuracy']:.2%}", f"{r['test_accuracy_no_tta']:.2%}"]
+    return [f"{r['test_accuracy_tta']:.2%}", f"{r['test_accuracy']:.2%}"]
 
 
 def final_table(results: Path, epochs: int | None = None) -> str:
@@ -54,12 +54,12 @@ def final_table(results: Path, epochs: int | None = None) -> str:
         return ""
     cells = [[r["seed"], *_accuracy_cells(r), r["epochs"], f"{r['train_seconds']:.0f}",
               f"{r['wall_seconds'] / 60:.1f} min"] for r in rows]
-    cells.append(["**mean ± std**", f"**{_pct([r['test_accuracy'] for r in rows])}**",
-                  _pct([r["test_accuracy_no_tta"] for r in rows]), "", "",
+    cells.append(["**mean ± std**", f"**{_pct([r['test_accuracy_tta'] for r in rows])}**",
+                  _pct([r["test_accuracy"] for r in rows]), "", "",
                   f"max {max(r['wall_seconds'] for r in rows) / 60:.1f} min"])
     option = f" --set epochs={epochs}" if epochs else ""
     return _table(f"`cifar10cnn train --recipe fast --final{option} --seed S`",
-                  ["seed", "test accuracy (multi-crop TTA)", "without TTA", "epochs", "training s", "wall time"], cells)
+                  ["seed", "test accuracy (multi-crop TTA)", "single view", "epochs", "training s", "wall time"], cells)
 
 
 def _shortened_epochs(results: Path) -> list[int]:
@@ -72,7 +72,7 @@ def budget_table(results: Path) -> str:
               f"{r['budget']['planned_epochs']} → {r['budget']['epochs_run']}", f"{r['wall_seconds'] / 60:.1f} min"]
              for r in rows]
     return _table("`cifar10cnn train --recipe fast --final --time-budget M`",
-                  ["budget", "test accuracy (multi-crop TTA)", "without TTA", "epochs planned → run", "wall time"],
+                  ["budget", "test accuracy (multi-crop TTA)", "single view", "epochs planned → run", "wall time"],
                   cells) if rows else ""
 
 
@@ -84,18 +84,18 @@ def switch_table(results: Path) -> str:
     if not rows:
         return ""
     full = next((r for r in rows if r["switch"] == "none"), None)
-    same_epochs = {r["epochs"]: r["test_accuracy"] for r in _kept(results, "budget-*.json")
+    same_epochs = {r["epochs"]: r["test_accuracy_tta"] for r in _kept(results, "budget-*.json")
                    if r["minutes"] == rows[0]["minutes"]}
     if full:
-        same_epochs[full["epochs"]] = full["test_accuracy"]
+        same_epochs[full["epochs"]] = full["test_accuracy_tta"]
     for e in _shortened_epochs(results):
-        same_epochs[e] = statistics.fmean(r["test_accuracy"] for r in _kept(results, f"final-{e}ep-seed*.json"))
+        same_epochs[e] = statistics.fmean(r["test_accuracy_tta"] for r in _kept(results, f"final-{e}ep-seed*.json"))
 
     def change(r: dict, ref: float | None) -> str:
-        return "" if ref is None or r is full else f"{(r['test_accuracy'] - ref) * 100:+.2f}"
+        return "" if ref is None or r is full else f"{(r['test_accuracy_tta'] - ref) * 100:+.2f}"
 
     cells = [["nothing (the full recipe)" if r is full else r["switch"], *_accuracy_cells(r),
-              change(r, full and full["test_accuracy"]), change(r, same_epochs.get(r["epochs"])), r["epochs"],
+              change(r, full and full["test_accuracy_tta"]), change(r, same_epochs.get(r["epochs"])), r["epochs"],
               f"{r['wall_seconds'] / 60:.1f} min"] for r in rows]
     refs = ", ".join(f"{e} epochs {acc:.2%}" for e, acc in sorted(same_epochs.items()))
     return _table(f"The recipe's switches: each trick turned off, `--time-budget {rows[0]['minutes']:g}`, seed 0 "

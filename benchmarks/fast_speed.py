@@ -34,9 +34,9 @@ def main() -> int:
     from cifar10cnn.data.cifar10 import channel_stats, load_cifar10
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import build_classifier
+    from cifar10cnn.runtime import resolve_runtime
     from cifar10cnn.training.loop import train_one_epoch
-    from cifar10cnn.training.run import make_optimizer
-    from cifar10cnn.training.runtime import resolve_runtime
+    from cifar10cnn.training.parts import make_optimizer
 
     data = load_cifar10()
     settings = [(p, cl, False) for p in ("bf16", "fp32") for cl in (True, False)]

@@ -10,29 +10,31 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-KEEP = ["test_accuracy", "test_accuracy_no_tta", "epochs", "wall_seconds", "train_seconds", "eval_seconds",
-        "budget", "tta_translate"]
+KEEP = ["test_accuracy", "test_accuracy_tta", "epochs", "wall_seconds", "train_seconds", "eval_seconds",
+        "budget"]
 
 
 def save_result(path: Path, metrics: dict, **about) -> dict:
     from cifar10cnn.fileio import atomic_write_json
 
     result = {**about, **{k: metrics[k] for k in KEEP if k in metrics}}
-    result.setdefault("test_accuracy_no_tta", result["test_accuracy"])
+    if isinstance(metrics.get("tta"), dict):
+        result["tta_views"] = metrics["tta"]["views"]
     atomic_write_json(path, result)
     return result
 
 
 def kept_or_trained(result: Path, run_dir: Path, make_cfg, data, train_now: bool = True, **about) -> dict | None:
     """The kept figures of a run, else those of its finished folder, else (if train_now) a fresh training."""
-    from cifar10cnn.training.run import train
+    from cifar10cnn.runs import read_metrics
+    from cifar10cnn.training.engine import train
 
     if result.is_file():
         print(f"  {result}: finished earlier, not trained again", flush=True)
         return json.loads(result.read_text())
     if (run_dir / "metrics.json").is_file():
         print(f"  {run_dir} is finished: not trained again", flush=True)
-        return save_result(result, json.loads((run_dir / "metrics.json").read_text()), **about)
+        return save_result(result, read_metrics(run_dir), **about)
     if not train_now:
         return None
     _, metrics = train(make_cfg(), run_dir, data=data, overwrite=run_dir.exists())

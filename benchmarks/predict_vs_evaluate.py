@@ -27,8 +27,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from cifar10cnn.data.cifar10 import load_cifar10
-    from cifar10cnn.training.loop import predict_logits
-    from cifar10cnn.training.run import load_run_model
+    from cifar10cnn.inference import predict_logits
+    from cifar10cnn.runs import load_run_model
 
     data = load_cifar10()
     n = min(args.images, len(data.test_y))

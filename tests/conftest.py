@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cifar10cnn.data import cifar10
+from cifar10cnn.training.hooks import Hook
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -73,6 +73,17 @@ def fake_dir(tmp_path, fake_sizes) -> Path:
     return write_fake_cifar(tmp_path / "cifar-10-batches-py")
 
 
+class StopAfter(Hook):
+    """A hook that raises `exc` after epoch `epoch`, as Ctrl-C or a tuning pruner would: the run stays resumable."""
+
+    def __init__(self, epoch: int, exc: type[BaseException] = KeyboardInterrupt) -> None:
+        self.epoch, self.exc = epoch, exc
+
+    def on_epoch_end(self, run, row: dict) -> None:
+        if row["epoch"] == self.epoch:
+            raise self.exc
+
+
 QUICK = ["--subset", "500", "--val-size", "200", "--batch-size", "50"]  # a run of seconds, on real images
 
 
@@ -91,4 +102,3 @@ def cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
-PYTHON = sys.executable

@@ -161,7 +161,7 @@ def test_config_round_trip_reruns_a_run_exactly(tmp_path):
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     ma = json.loads((a / "metrics.json").read_text())
-    assert "test_accuracy_no_tta" in ma and ma["tta"] is True  # the recipe evaluates with flip TTA
+    assert ma["test_accuracy_tta"] is not None and ma["tta"]["views"] == 2  # the recipe evaluates with flip TTA
     ck = load_file(str(a / "checkpoint" / "last.safetensors"))
     assert any(k.startswith("ema.") for k in ck)  # the weight average is saved and resumable
     # the saved best weights are the EMA's, not the raw model's

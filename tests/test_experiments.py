@@ -216,7 +216,7 @@ def test_ablate_trains_resumes_and_skips_finished_runs(tmp_path, data, monkeypat
     # a second call trains nothing; an interrupted run (no metrics.json yet) is resumed, alone
     (out / "runs" / run_name("no-dropout", 1e-3, 1) / "metrics.json").unlink()
     calls = []
-    from cifar10cnn.training import run as run_module
+    from cifar10cnn.training import engine as run_module
 
     real_train = run_module.train
 
@@ -237,7 +237,7 @@ def test_ablate_trains_resumes_and_skips_finished_runs(tmp_path, data, monkeypat
 
 
 def test_a_diverged_run_is_recorded_and_not_rerun(tmp_path, data, monkeypatch):
-    from cifar10cnn.training import run as run_module
+    from cifar10cnn.training import engine as run_module
 
     real = run_module.train
 

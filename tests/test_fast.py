@@ -4,6 +4,7 @@ every switch of the recipe, the re-planning time budget, resume."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,15 +13,18 @@ from safetensors.torch import load_file
 
 from cifar10cnn.config import RunConfig
 from cifar10cnn.errors import UserError
+from cifar10cnn.inference import predict_logits, shifted_views
 from cifar10cnn.models import Normalize, create_model, trainable_params
 from cifar10cnn.models.fast import WHITEN_EPS, patch_covariance, patch_rows, whitening_weights
 from cifar10cnn.recipes import FAST_SWITCHES
+from cifar10cnn.runtime import resolve_runtime
 from cifar10cnn.training.ema import Lookahead
-from cifar10cnn.training.loop import predict_logits, shifted_views
-from cifar10cnn.training.run import _replan, freeze_finished_groups, make_optimizer, schedule_lr, schedule_steps, train
-from cifar10cnn.training.runtime import resolve_runtime
+from cifar10cnn.training.engine import train
+from cifar10cnn.training.hooks import BudgetReplan
+from cifar10cnn.training.parts import freeze_finished_groups, make_optimizer, schedule_lr
+from cifar10cnn.training.state import TrainState, schedule_steps
 
-from .conftest import cli
+from .conftest import StopAfter, cli
 
 TINY = {"subset": 300, "val_size": 100, "batch_size": 100, "epochs": 2, "lookahead_from_epoch": 2,
         "whiten_bias_epochs": 1, "eval_batch_size": 100}
@@ -157,12 +161,23 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
     assert cli("train", *base, "--out", full) == 0
     assert "multi-crop TTA" in capsys.readouterr().out
     m = json.loads((full / "metrics.json").read_text())
-    assert m["tta"] is True and m["tta_translate"] == 1 and "test_accuracy_no_tta" in m
+    assert m["tta"]["views"] == 6 and m["tta"]["translate"] == 1 and m["test_accuracy_tta"] is not None
+    assert m["metrics_schema"] == 2 and m["test_images"] == sum(map(sum, m["confusion_matrix"]))
     ck = load_file(str(full / "checkpoint" / "last.safetensors"))
     assert any(k.startswith("lookahead.") for k in ck)  # the average is saved for resume
     assert len((full / "history.csv").read_text().splitlines()) == 1 + 3
     assert cli("evaluate", full, "--data-dir", str(fake_dir), "--tta", "--tta-translate", "1", "--json") == 0
-    assert json.loads(capsys.readouterr().out)["test_accuracy"] == m["test_accuracy"]  # the same 6 views
+    assert json.loads(capsys.readouterr().out)["test_accuracy_tta"] == m["test_accuracy_tta"]  # the same 6 views
+    after = json.loads((full / "metrics.json").read_text())
+    assert after["test_accuracy"] == m["test_accuracy"] and after["tta"]["views"] == 6  # nothing else replaced
+    assert cli("evaluate", full, "--data-dir", str(fake_dir), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == m["test_accuracy"]  # single view, as train
+    assert json.loads((full / "metrics.json").read_text())["test_accuracy_tta"] == m["test_accuracy_tta"]
+    # the report shows the figure train printed, labelled, beside its own single-view figure
+    assert cli("report", full, "--data-dir", str(fake_dir)) == 0
+    page = (full / "report.html").read_text()
+    assert f"test accuracy with multi-crop TTA (6 views)<b>{m['test_accuracy_tta']:.2%}</b>" in page
+    assert f"test accuracy (single view)<b>{m['test_accuracy']:.2%}</b>" in page
     assert cli("evaluate", full, "--data-dir", str(fake_dir), "--tta-translate", "1") == 2
     assert "add --tta" in capsys.readouterr().err
 
@@ -173,12 +188,8 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
     cfg = RunConfig.resolve("fast", {"subset": 400, "val_size": 200, "batch_size": 100, "epochs": 3,
                                      "lookahead_from_epoch": 2, "whiten_bias_epochs": 1})
 
-    def stop_after_2(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", data=data, on_epoch=stop_after_2)
+        train(cfg, tmp_path / "cut", data=data, hooks=[StopAfter(2)])
     train(cfg, tmp_path / "cut", data=data, resume=True)
     a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -186,14 +197,22 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
 
 def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
     cfg = RunConfig.resolve("fast", {"time_budget": 1.0})
-    loop = {"epoch": 2, "planned_epochs": 10, "history": [{"seconds": 10.0}, {"seconds": 10.0}],
-            "budget": {"final_eval_s": 5.0}}
-    sched = schedule_steps(cfg, 10, 49)
+    sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, 10, 49)
     assert sched == {"total": 490, "warmup": round(0.23 * 490)}
-    _replan(loop, cfg, lambda: 30.0, sched, 49)  # 60 − 30 − 5 = 25 s left: 2 more 10-s epochs fit
-    assert loop["planned_epochs"] == 4 and sched["total"] == 4 * 49
-    assert loop["budget"]["replanned"] == [{"after_epoch": 2, "epochs": 4}]
-    _replan(loop, cfg, lambda: 31.0, sched, 49)  # still fits: no change
-    assert loop["planned_epochs"] == 4 and len(loop["budget"]["replanned"]) == 1
-    _replan(loop, cfg, lambda: 58.0, sched, 49)  # nothing fits any more: the run ends after this epoch
-    assert loop["planned_epochs"] == 2
+    state = TrainState(10, sched["total"], sched["warmup"], epoch=2, budget={"final_eval_s": 5.0},
+                       history=[{"seconds": 10.0}, {"seconds": 10.0}])
+    clock = [30.0]
+    run = SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=49)
+    BudgetReplan().on_epoch_end(run, {})  # 60 − 30 − 5 = 25 s left: 2 more 10-s epochs fit
+    assert state.planned_epochs == 4 and state.schedule_total == 4 * 49
+    assert state.schedule_warmup == min(round(0.23 * 4 * 49), 2 * 49)  # the warm-up does not start again
+    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4}]
+    # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
+    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), 49, schedule_steps(0.23, 0, 4, 49))
+    assert (again.schedule_total, again.schedule_warmup) == (state.schedule_total, state.schedule_warmup)
+    clock[0] = 31.0
+    BudgetReplan().on_epoch_end(run, {})  # still fits: no change
+    assert state.planned_epochs == 4 and len(state.budget["replanned"]) == 1
+    clock[0] = 58.0
+    BudgetReplan().on_epoch_end(run, {})  # nothing fits any more: the run ends after this epoch
+    assert state.planned_epochs == 2 and state.finished

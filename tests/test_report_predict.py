@@ -13,8 +13,8 @@ from PIL import Image
 from cifar10cnn.data.images import decode_image, fit_32
 from cifar10cnn.evaluation.explain import grad_cam
 from cifar10cnn.evaluation.metrics import calibration, per_class_table, wilson_interval
-from cifar10cnn.training.loop import predict_logits
-from cifar10cnn.training.run import load_run_model
+from cifar10cnn.inference import predict_logits
+from cifar10cnn.runs import load_run_model
 
 from .conftest import cli
 
@@ -87,8 +87,8 @@ def test_grad_cam_points_at_the_evidence():
     x = torch.zeros(1, 3, 32, 32)
     x[0, 0, :16, :16] = 1.0  # red top-left
     x[0, 1, 16:, 16:] = 1.0  # green bottom-right
-    red = grad_cam(net, x, torch.tensor([1]))[0]
-    green = grad_cam(net, x, torch.tensor([0]))[0]
+    red = grad_cam(net, x, torch.tensor([1]), layer=net[0])[0]
+    green = grad_cam(net, x, torch.tensor([0]), layer=net[0])[0]
     assert red[:14, :14].mean() > 0.9 and red[18:, 18:].mean() < 0.1
     assert green[18:, 18:].mean() > 0.9 and green[:14, :14].mean() < 0.1
 

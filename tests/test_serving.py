@@ -76,8 +76,8 @@ def test_raw_body_prediction(client, test_pngs):
 
 
 def test_multipart_keeps_order_and_matches_predict(client, quick_run, test_pngs):
-    from cifar10cnn.training.loop import predict_logits
-    from cifar10cnn.training.run import load_run_model
+    from cifar10cnn.inference import predict_logits
+    from cifar10cnn.runs import load_run_model
 
     files = [("files", (f"{i}.png", test_pngs[i], "image/png")) for i in range(4)]
     r = client.post("/v1/predict?top_k=10", files=files)

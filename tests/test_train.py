@@ -13,10 +13,10 @@ from safetensors.torch import load_file, save_file
 from cifar10cnn.config import RunConfig
 from cifar10cnn.errors import TrainingDiverged, UserError
 from cifar10cnn.models import Normalize
-from cifar10cnn.training import run as run_module
-from cifar10cnn.training.checkpoint import read_weights
+from cifar10cnn.runtime import resolve_runtime
+from cifar10cnn.training import engine as run_module
 from cifar10cnn.training.loop import train_one_epoch
-from cifar10cnn.training.runtime import resolve_runtime
+from cifar10cnn.weights import read_weights
 
 from .conftest import QUICK, cli
 

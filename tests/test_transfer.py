@@ -16,10 +16,10 @@ from cifar10cnn.config import RunConfig
 from cifar10cnn.errors import UserError
 from cifar10cnn.models import build_classifier, create_model, trainable_params
 from cifar10cnn.models import efficientnet_lite as eff
-from cifar10cnn.training.features import head_layer
+from cifar10cnn.runs import load_run_model
+from cifar10cnn.runtime import resolve_runtime
 from cifar10cnn.training.loop import train_one_epoch
-from cifar10cnn.training.run import load_run_model, make_optimizer
-from cifar10cnn.training.runtime import resolve_runtime
+from cifar10cnn.training.parts import make_optimizer
 
 from .conftest import cli
 
@@ -113,7 +113,7 @@ def test_backbone_learns_at_a_lower_rate_than_the_head():
     model = build_classifier("efficientnet_lite0", [0.5] * 3, [0.25] * 3, resolution=32)
     cfg = RunConfig.resolve("transfer-finetune", {"lr": 0.1, "backbone_lr_scale": 0.2})
     opt = make_optimizer(cfg, model, resolve_runtime("cpu", "fp32"))
-    head = {id(p) for p in head_layer(model).parameters()}
+    head = {id(p) for p in model.net.get_classifier().parameters()}
     for group in opt.param_groups:
         in_head = {id(p) in head for p in group["params"]}
         assert len(in_head) == 1  # a group is all head or all backbone
@@ -162,7 +162,7 @@ def test_linear_probe_run_caches_features_and_goes_through_every_command(tmp_pat
     # the saved model is the whole network; loading it needs no weights package
     monkeypatch.setattr(eff, "pretrained_weights_path", lambda name: (_ for _ in ()).throw(AssertionError(name)))
     model, meta, _ = load_run_model(tmp_path / "a")
-    assert meta["model"] == "efficientnet_lite0" and head_layer(model).out_features == 10
+    assert meta["model"] == "efficientnet_lite0" and model.net.get_classifier().out_features == 10
     assert cli("evaluate", tmp_path / "a", "--json") == 0
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["test_accuracy"] == pytest.approx(
         metrics["test_accuracy"], abs=1e-9)

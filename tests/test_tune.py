@@ -19,9 +19,9 @@ import pytest
 
 from cifar10cnn.config import RunConfig
 from cifar10cnn.experiments.tune import storage_url
-from cifar10cnn.training.run import train
+from cifar10cnn.training.engine import train
 
-from .conftest import cli
+from .conftest import StopAfter, cli
 
 optuna = pytest.importorskip("optuna", reason="tuning needs the experiments extra: pip install '.[experiments]'")
 
@@ -99,19 +99,15 @@ def test_tune_rejects_bad_input(tmp_path, capsys):
     assert storage_url("postgresql://u:secret@h/db", tmp_path) == "postgresql+psycopg://u:secret@h/db"
 
 
-def test_on_epoch_can_stop_a_run_that_stays_resumable(tmp_path, data):
-    """What a pruner does: raise from on_epoch. The run folder stays a resumable, unfinished run."""
+def test_a_hook_can_stop_a_run_that_stays_resumable(tmp_path, data):
+    """What a pruner does: raise from a hook. The run folder stays a resumable, unfinished run."""
 
     class Stop(Exception):
         pass
 
-    def stop_after_first(row):
-        if row["epoch"] == 1:
-            raise Stop
-
     cfg = RunConfig.resolve("seed", {"subset": 500, "val_size": 200, "batch_size": 50, "epochs": 2})
     with pytest.raises(Stop):
-        train(cfg, tmp_path / "run", data=data, on_epoch=stop_after_first)
+        train(cfg, tmp_path / "run", data=data, hooks=[StopAfter(1, Stop)])
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 2
     _, m = train(cfg, tmp_path / "run", data=data, resume=True)

@@ -7,35 +7,35 @@ import time
 import torch
 
 from .config import RunConfig
-from .data.augment import Augment
 from .data.cifar10 import CIFAR10, channel_stats
+from .errors import UserError
+from .inference import predict_logits
 from .models import build_classifier, trainable_params
-from .training.loop import predict_logits, train_one_epoch
-from .training.run import make_optimizer
-from .training.runtime import resolve_runtime
+from .runtime import resolve_runtime
+from .training.loop import train_one_epoch
+from .training.parts import build_parts
 
 
 def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images: int = 10_000,
           warmup_images: int = 1_000) -> dict:
     """Training and evaluation images/s after warm-up (optimizer steps included in training)."""
+    if cfg.linear_probe:
+        raise UserError("bench times whole-network training steps on images; a linear probe trains its head on "
+                        "cached features (see the transfer-linear run's features_seconds and epoch times)")
     rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     mean, std = channel_stats(data.train_x[:5000])
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
-    model = rt.place(model)
-    opt = make_optimizer(cfg, model, rt)
-    step_model = torch.compile(model) if cfg.compile else model
+    parts = build_parts(cfg, rt.place(model), rt)  # as `train` builds them: groups, optimizer, compile, augment
+    model = parts.model
     x, y = data.train_x.to(rt.device), data.train_y.to(rt.device)
     g = torch.Generator().manual_seed(cfg.seed)
-
-    augment = Augment(cfg.crop_padding, cfg.pad_mode, cfg.flip, cfg.cutout, seed=cfg.seed)
-    augment = augment if augment.active else None
 
     def timed_train(n: int) -> float:
         order = torch.randperm(len(x), generator=g)[:n].to(rt.device)
         t0 = time.perf_counter()
-        train_one_epoch(step_model, opt, x, y, order, rt, cfg.batch_size, augment=augment, generator=g,
-                        label_smoothing=cfg.label_smoothing)
+        train_one_epoch(parts.step_model, parts.optimizer, x, y, order, rt, cfg.batch_size, parts.scaler,
+                        augment=parts.augment, generator=g, label_smoothing=cfg.label_smoothing, ema=parts.ema)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
@@ -52,7 +52,7 @@ def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images:
         "trainable_params": trainable_params(model),
         "batch_size": cfg.batch_size,
         "eval_batch_size": cfg.eval_batch_size,
-        "augmentation": augment is not None,
+        "augmentation": parts.augment is not None,
         "train_images_per_s": round(train_images / train_s, 1),
         "eval_images_per_s": round(len(test_x) / eval_s, 1),
         "train_images": train_images,

@@ -49,16 +49,16 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     _runtime_flags(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cifar10cnn", description="Train, evaluate and benchmark CNNs on CIFAR-10.")
-    parser.add_argument("--version", action="version", version=f"cifar10cnn {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="download (if needed), validate and cache CIFAR-10; print a summary")
     _data_flags(p)
 
+
+def _add_models(sub) -> None:
     sub.add_parser("models", help="list the registered models with their trainable parameters")
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model; evaluates the test set once at the end")
     _training_flags(p)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs, 0 = off (seed recipe: 5)")
@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--report", action="store_true", help="write the HTML report of the run when it finishes")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="live loss, accuracy, lr and images/s in RUN/tensorboard (needs cifar10cnn[tensorboard])")
     _data_flags(p)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's best weights on the test set; writes metrics.json")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -88,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "recipe's is 1)")
     _data_flags(p)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report (and its PNGs) for a finished run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
     _data_flags(p)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify image files or folders (PNG, JPEG, BMP, WebP) with a trained run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
@@ -101,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean of image and mirror)")
     p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="several finished runs (e.g. seeds): accuracy mean ± std, per-class ranking")
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--json", action="store_true")
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a run's model to ONNX and verify it with onnxruntime")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", default="onnx", choices=["onnx"])
@@ -113,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-images", type=int, default=256, help="test images for the parity check (default 256)")
     _data_flags(p)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="HTTP service + web page for a trained run (FastAPI + uvicorn)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
@@ -126,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference engine; auto (default): onnxruntime when installed (measured faster for "
                         "serving), else torch")
 
+
+def _add_loadtest(sub) -> None:
     p = sub.add_parser("loadtest", help="load a running `serve` on this machine; latency percentiles and images/s")
     p.add_argument("url", help="e.g. http://127.0.0.1:8000 (loopback only)")
     p.add_argument("--clients", type=int, default=32)
@@ -135,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, help="image file to send (default: a generated 32×32 PNG)")
     p.add_argument("--json", action="store_true")
 
+
+def _add_ablate(sub) -> None:
     p = sub.add_parser("ablate", help="test the seed's claims: its variants × learning rates × seeds, one verdict "
                                       "per claim (resumable)")
     p.add_argument("--out", type=Path, default=Path("runs/ablate"), help="experiment folder (default runs/ablate)")
@@ -157,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(p)
     _data_flags(p)
 
+
+def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="tune learning rate, batch size, weight decay and dropout with Optuna "
                                     "(SQLite or PostgreSQL study, resumable, parallel workers)")
     p.add_argument("--model", default="seed", help="model to tune (default seed)")
@@ -177,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(p)
     _data_flags(p)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="training and evaluation images/s on real CIFAR-10 batches")
     _training_flags(p)
     p.add_argument("--train-images", type=int, default=6_000, help="images timed for training (after warm-up)")
@@ -185,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set flip=random --set crop_padding=4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _data_flags(p)
+
+
+SUBCOMMANDS = (_add_data, _add_models, _add_train, _add_evaluate, _add_report, _add_predict, _add_compare, _add_export,
+               _add_serve, _add_loadtest, _add_ablate, _add_tune, _add_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cifar10cnn", description="Train, evaluate and benchmark CNNs on CIFAR-10.")
+    parser.add_argument("--version", action="version", version=f"cifar10cnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
@@ -226,7 +260,7 @@ def _overrides(args, names: list[str]) -> dict:
 
 
 TRAIN_FIELDS = ["model", "epochs", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads",
-                "patience", "subset", "val_size", "split_seed"]
+                "patience", "subset", "val_size", "split_seed", "tensorboard"]
 
 
 def _check_resume_flags(out: Path, overrides: dict) -> None:
@@ -244,7 +278,7 @@ def _check_resume_flags(out: Path, overrides: dict) -> None:
 
 def cmd_train(args) -> None:
     from .config import RunConfig, parse_settings, read_config_file
-    from .training.run import train
+    from .training.engine import train
 
     overrides = {**_overrides(args, TRAIN_FIELDS), **parse_settings(args.set)}
     if args.final:
@@ -260,13 +294,7 @@ def cmd_train(args) -> None:
     if args.resume and args.out is not None:
         _check_resume_flags(args.out, overrides)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite)
-    val = f", val accuracy {m['best_val_accuracy']:.2%}" if m.get("best_val_accuracy") is not None else ""
-    kind = f"multi-crop TTA (flips × {m['tta_translate']}-px shifts)" if m.get("tta_translate") else "flip TTA"
-    tta = f" with {kind} ({m['test_accuracy_no_tta']:.2%} without)" if "test_accuracy_no_tta" in m else ""
-    console.print(
-        f"test accuracy {m['test_accuracy']:.2%}{tta} (best epoch {m['best_epoch']} of {m['epochs']}{val}, "
-        f"{m['train_seconds']:.0f} s training, {m.get('wall_seconds', 0):.0f} s in all)"
-    )
+    console.print(test_line(m))
     if m.get("budget"):
         b = m["budget"]
         console.print(f"time budget {b['minutes']:g} min: planned {b['planned_epochs']} epochs "
@@ -281,52 +309,66 @@ def cmd_train(args) -> None:
         console.print(f"report: {build_report(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir)}")
 
 
-def _print_metrics(m: dict) -> None:
+def test_line(m: dict) -> str:
+    """The finished run in one line: the headline test figure, labelled (TTA or single view), and the other."""
+    from .runs import headline
+
+    figure, label = headline(m)
+    other = f" ({m['test_accuracy']:.2%} single view)" if m.get("test_accuracy_tta") is not None else ""
+    val = f", val accuracy {m['best_val_accuracy']:.2%}" if m.get("best_val_accuracy") is not None else ""
+    return (f"test accuracy {figure:.2%} {label}{other} (best epoch {m['best_epoch']} of {m['epochs']}{val}, "
+            f"{m['train_seconds']:.0f} s training, {m.get('wall_seconds', 0):.0f} s in all)")
+
+
+def _print_metrics(figures: dict, title: str) -> None:
     from rich.table import Table
 
-    classes = list(m["per_class_accuracy"])
-    table = Table("class", "accuracy", title=f"test accuracy {m['test_accuracy']:.2%} on {m['test_images']:,} images")
-    for c, a in m["per_class_accuracy"].items():
+    classes = list(figures["per_class_accuracy"])
+    table = Table("class", "accuracy", title=title)
+    for c, a in figures["per_class_accuracy"].items():
         table.add_row(c, f"{a:.1%}")
     console.print(table)
     cm = Table("true \\ predicted", *[c[:5] for c in classes], title="confusion matrix (rows: true class)")
-    for c, row in zip(classes, m["confusion_matrix"], strict=True):
+    for c, row in zip(classes, figures["confusion_matrix"], strict=True):
         cm.add_row(c, *[str(v) for v in row])
     console.print(cm)
 
 
 def cmd_evaluate(args) -> None:
-    from .fileio import atomic_write_json
-    from .training.run import evaluate_run
-    from .training.runtime import resolve_runtime
+    """The test set with the run's best weights: the single-view figures, or (--tta) the TTA figures, merged
+    into metrics.json under their own names (runs.py) so neither ever replaces the other."""
+    from .config import load_run_config
+    from .runs import evaluate_run, read_metrics, write_metrics
+    from .runtime import resolve_runtime
 
     run_dir = args.run_dir
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}")
-    from .config import load_run_config
-
-    cfg, _ = load_run_config(run_dir)
-    rt = resolve_runtime(args.device, cfg.precision, cfg.channels_last, cfg.threads)
     if args.tta_translate and not args.tta:
         raise UserError("--tta-translate adds shifted views to the flip TTA: add --tta")
     if args.tta_translate < 0:
         raise UserError(f"--tta-translate must be >= 0, got {args.tta_translate}")
-    m = evaluate_run(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir, runtime=rt, tta=args.tta,
-                     translate=args.tta_translate)
-    path = run_dir / "metrics.json"
-    previous = {}
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            previous = {}
-    # flip-TTA figures go under "tta" so they never replace the plain test accuracy
-    atomic_write_json(path, {**previous, "tta": m} if args.tta else {**previous, **m})
+    cfg, _ = load_run_config(run_dir)
+    rt = resolve_runtime(args.device, cfg.precision, cfg.channels_last, cfg.threads)
+    try:
+        previous = read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else {}
+    except UserError:
+        previous = {}  # a damaged metrics.json is replaced
+    kw = {"data_dir": args.data_dir, "cache_dir": args.cache_dir, "runtime": rt}
+    m = evaluate_run(run_dir, tta=args.tta, translate=args.tta_translate, **kw)
+    if "test_accuracy" not in previous and args.tta:  # a metrics.json always has the single-view figures
+        previous.update(evaluate_run(run_dir, **kw))
+    write_metrics(run_dir, {"test_accuracy_tta": None, **previous, **m})
     if args.json:
         print(json.dumps(m))
+    elif args.tta:
+        t = m["tta"]
+        _print_metrics(t, f"test accuracy with TTA ({t['views']} views) {m['test_accuracy_tta']:.2%} on "
+                          f"{sum(map(sum, t['confusion_matrix'])):,} images")
     else:
-        _print_metrics(m)
-        console.print(f"written: {path}")
+        _print_metrics(m, f"test accuracy (single view) {m['test_accuracy']:.2%} on {m['test_images']:,} images")
+    if not args.json:
+        console.print(f"written: {run_dir / 'metrics.json'}")
 
 
 def cmd_report(args) -> None:
@@ -384,13 +426,16 @@ def cmd_compare(args) -> None:
         return
     n = len(r["runs"])
     accs = ", ".join(f"{a:.2%}" for a in r["test_accuracy"])
-    console.print(f"{n} runs: test accuracy {r['mean']:.2%} ± {r['std']:.2%} (mean ± std; {accs})")
+    console.print(f"{n} runs: test accuracy (single view) {r['mean']:.2%} ± {r['std']:.2%} (mean ± std; {accs})")
+    if r["tta_mean"] is not None:
+        accs = ", ".join(f"{a:.2%}" for a in r["test_accuracy_tta"])
+        console.print(f"        with TTA ({r['tta_views']} views) {r['tta_mean']:.2%} ± {r['tta_std']:.2%} ({accs})")
     if r["train_seconds"]:
         mu = sum(r["train_seconds"]) / len(r["train_seconds"])
         console.print(f"training time {mu:.0f} s mean ({', '.join(f'{s:.0f}' for s in r['train_seconds'])}); "
                       f"epochs {r['epochs']}, best epochs {r['best_epochs']}")
     table = Table("rank", "class", "accuracy mean ± std", "min–max", f"pooled 95% CI (n={r['per_class'][0]['n']:,})",
-                  title="per-class test accuracy, best first")
+                  title=f"per-class test accuracy ({r['per_class_of']}), best first")
     for i, c in enumerate(r["per_class"], 1):
         lo, hi = c["pooled_ci"]
         table.add_row(str(i), c["class"], f"{c['mean']:.1%} ± {c['std']:.1%}", f"{c['min']:.1%}–{c['max']:.1%}",

@@ -42,6 +42,7 @@ class RunConfig:
     channels_last: bool = True
     threads: int | None = None  # CPU threads; default: all cores
     compile: bool = False  # torch.compile the training step's model (the compile time is part of the run)
+    tensorboard: bool = False  # live scalars in RUN/tensorboard (needs the tensorboard extra)
     # optimisation beyond the seed recipe (the defaults leave the seed recipe unchanged)
     momentum: float = 0.9  # sgd only (Nesterov)
     decay_bn_bias: bool = True  # False: no weight decay on BatchNorm weights and biases (1-D parameters)

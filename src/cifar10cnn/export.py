@@ -9,7 +9,6 @@ top-1 class for every image and a maximum absolute difference of probabilities �
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import atomic_write
-from .training.run import load_run_model
-from .training.runtime import resolve_runtime
+from .runs import load_run_model
+from .runtime import resolve_runtime
 
 TOLERANCE = 1e-4
 
@@ -46,7 +45,8 @@ def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18) -> Pa
     import onnx
 
     wrapped = WithSoftmax(model).eval()
-    example = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    size = model.net.input_size  # declared by the network (models/contract.py)
+    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,7 +58,7 @@ def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18) -> Pa
             raise UserError(f"ONNX export of {meta.get('model')!r} failed: {str(e).splitlines()[0]}") from None
     proto = program.model_proto
     for key, value in {"cifar10cnn.model": meta.get("model"), "cifar10cnn.classes": json.dumps(meta["classes"]),
-                       "cifar10cnn.input": "uint8 NCHW RGB 0-255, 32x32; normalisation inside",
+                       "cifar10cnn.input": f"uint8 NCHW RGB 0-255, {size}x{size}; normalisation inside",
                        "cifar10cnn.output": "probabilities (softmax)"}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
@@ -95,30 +95,3 @@ def verify_onnx(onnx_path: Path, run_dir: Path, images: torch.Tensor) -> dict:
     """Compare onnxruntime with the run's PyTorch model (fp32) on N×32×32×3 uint8 images."""
     model, _, _ = load_run_model(run_dir, resolve_runtime("cpu", "fp32", channels_last=False))
     return compare_with_onnx(onnx_path, model, images)
-
-
-def onnx_vs_torch_speed(onnx_path: Path, run_dir: Path, images: torch.Tensor, batch_size: int = 64,
-                        repeats: int = 5) -> dict:
-    """images/s of onnxruntime and of PyTorch (the run's serving precision) at one batch size."""
-    import onnxruntime as ort
-
-    model, _, rt = load_run_model(run_dir)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    x = images[:batch_size].permute(0, 3, 1, 2).contiguous()
-
-    def rate(fn) -> float:
-        fn()
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return repeats * len(x) / (time.perf_counter() - t0)
-
-    def torch_forward():
-        with torch.inference_mode(), rt.autocast():
-            model(x.to(rt.device).contiguous(memory_format=torch.channels_last)).softmax(1)
-
-    def onnx_forward():
-        session.run(None, {"images": x.numpy()})
-
-    return {"batch_size": len(x), "onnxruntime_images_per_s": round(rate(onnx_forward), 1),
-            "torch_images_per_s": round(rate(torch_forward), 1), "torch_precision": rt.precision}

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .data.images import ImageError, decode_image
-from .training.loop import predict_logits
-from .training.run import load_run_model
+from .inference import predict_logits
+from .runs import load_run_model
 
 
 @dataclass

@@ -74,7 +74,8 @@ RECIPES: dict[str, dict] = {
     # biases at 64× the lr (same decay per step). Triangular schedule 0.2 → 1 (at 23%) → 0.07 of the lr,
     # label smoothing 0.2, 2-px reflected translation + alternating flip, Lookahead every 5 steps from
     # epoch 4, whitening bias trained 3 epochs, multi-crop TTA (mirror × 1-px shifts). 10 epochs
-    # (airbench: 9.9). Every trick is a field here or a model option: see `benchmarks/fast_switches.py`.
+    # (airbench: 9.9). Every trick is a field here or a model option: see FAST_SWITCHES below
+    # and `benchmarks/fast_recipe.py switches`.
     "fast": {
         "model": "fast",
         "optimizer": "sgd",
@@ -153,7 +154,7 @@ RECIPES: dict[str, dict] = {
 }
 
 
-# The `fast` recipe's tricks, each as the overrides that turn it off (benchmarks/fast_switches.py measures
+# The `fast` recipe's tricks, each as the overrides that turn it off (`benchmarks/fast_recipe.py switches` measures
 # what each is worth; the tests run every one).
 FAST_SWITCHES: dict[str, dict] = {
     "patch whitening": {"model_options": {"whiten": False}, "whiten_bias_epochs": 0},

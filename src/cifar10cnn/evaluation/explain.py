@@ -14,19 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def last_conv(model: nn.Module) -> nn.Conv2d:
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError("Grad-CAM needs a model with a Conv2d layer")
-    return convs[-1]
-
-
-def grad_cam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+def grad_cam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None = None,
+             layer: nn.Module | None = None) -> torch.Tensor:
     """Maps (N×32×32, 0–1) for uint8 images N×3×32×32; `target` classes default to the predictions.
 
+    `layer` defaults to the layer the classifier's network declares (`cam_layer()`, models/contract.py).
     Runs in fp32 on the model's device, in eval mode; the model is left unchanged.
     """
-    layer = last_conv(model)
+    layer = layer if layer is not None else model.net.cam_layer()
     saved: dict[str, torch.Tensor] = {}
 
     def hook(_m, _inp, out):

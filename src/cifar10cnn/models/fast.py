@@ -30,7 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import register_model
+from .contract import ModelContract
+from .registry import register_model
 
 WHITEN_EPS = 5e-4  # added to the eigenvalues: keeps the flattest directions from being amplified without bound
 
@@ -97,7 +98,7 @@ class ConvGroup(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
-class FastNet(nn.Module):
+class FastNet(ModelContract):
     def __init__(self, num_classes: int = 10, widths=(64, 256, 256), whiten: bool = True, dirac: bool = True,
                  bn_weight: bool = False, act: str = "gelu", scale: float = 1 / 9) -> None:
         super().__init__()
@@ -120,6 +121,10 @@ class FastNet(nn.Module):
                     with torch.no_grad():
                         nn.init.dirac_(conv.weight[:conv.in_channels])  # out channel i copies in channel i
 
+    @property
+    def needs_data_init(self) -> bool:
+        return self.whitening
+
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor) -> None:
         """Set the whitening weights from N×3×H×W normalised training images (a few thousand suffice)."""
@@ -129,6 +134,20 @@ class FastNet(nn.Module):
     def forward(self, x):
         x = self.groups(self.act(self.whiten(x)))
         return self.head(self.pool(x).flatten(1)) * self.scale
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head
+
+    def forward_features(self, x):
+        """The pooled 256-d features, scaled (the head has no bias: head(features) = forward(x))."""
+        return self.pool(self.groups(self.act(self.whiten(x)))).flatten(1) * self.scale
+
+    def cam_layer(self) -> nn.Module:
+        return self.groups[-1].conv2
+
+    def param_roles(self) -> dict[str, set[str]]:
+        """+ the whitening stem's bias: trained for the recipe's first `whiten_bias_epochs` only."""
+        return {**super().param_roles(), "whiten.bias": {"whiten_bias"}}
 
 
 @register_model("fast")

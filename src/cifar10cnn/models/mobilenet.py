@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
+from .contract import ModelContract
+from .registry import register_model
 
 # (expansion, out channels, blocks, stride of the first block)
 CIFAR_STAGES = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -42,7 +43,7 @@ class InvertedResidual(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(x))
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(ModelContract):
     def __init__(self, num_classes: int = 10, stages=CIFAR_STAGES) -> None:
         super().__init__()
         layers: list[nn.Module] = [*conv_bn(3, 32, 3), nn.ReLU(inplace=True)]
@@ -56,7 +57,16 @@ class MobileNetV2(nn.Module):
         self.fc = nn.Linear(1280, num_classes)
 
     def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+        return self.fc(self.forward_features(x))
+
+    def forward_features(self, x):
+        return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc
+
+    def cam_layer(self) -> nn.Module:
+        return self.features[-3]  # the last 1×1 conv to 1,280 channels
 
 
 @register_model("mobilenetv2")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
+from .contract import ModelContract
+from .registry import register_model
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -73,7 +74,7 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-class ResNet(nn.Module):
+class ResNet(ModelContract):
     def __init__(self, block, widths: list[int], blocks: list[int], num_classes: int = 10, shortcut: str = "B",
                  preact: bool = False) -> None:
         super().__init__()
@@ -94,8 +95,17 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
+        return self.fc(self.forward_features(x))
+
+    def forward_features(self, x):
         x = self.head_norm(self.stages(self.stem(x)))
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc
+
+    def cam_layer(self) -> nn.Module:
+        return self.stages[-1].conv2
 
 
 def _cifar_resnet(depth: int):

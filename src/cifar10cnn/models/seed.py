@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import register_model
+from .contract import ModelContract
+from .registry import register_model
 
 
-class SeedCNN(nn.Module):
+class SeedCNN(ModelContract):
     def __init__(self, num_classes: int = 10, filters=(64, 128, 256), batchnorm: bool = True, dropout: float = 0.5):
         super().__init__()
         layers: list[nn.Module] = []
@@ -48,6 +49,16 @@ class SeedCNN(nn.Module):
         x = self.features(x)
         # Keras Flatten on NHWC: (H, W, C) order. On channels_last tensors this permute is free.
         return self.classifier(x.permute(0, 2, 3, 1).flatten(1))
+
+    def get_classifier(self) -> nn.Linear:
+        return self.classifier[-1]
+
+    def forward_features(self, x):
+        """The 128-d input of the last Dense layer."""
+        return self.classifier[:-1](self.features(x).permute(0, 2, 3, 1).flatten(1))
+
+    def cam_layer(self) -> nn.Module:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)][-1]
 
 
 @register_model("seed")

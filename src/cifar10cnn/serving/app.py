@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import io
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +34,8 @@ from starlette.datastructures import UploadFile
 from ..data.images import MAX_PIXELS, ImageError, decode_image
 from ..errors import UserError
 from ..evaluation.explain import grad_cam, overlay_png
-from ..training.loop import predict_logits
-from ..training.run import load_run_model
+from ..inference import predict_logits
+from ..runs import load_run_model, read_metrics
 from .batcher import DynamicBatcher, QueueFull
 
 PAGE = Path(__file__).parent / "page" / "index.html"
@@ -112,25 +111,87 @@ def make_infer(run_dir: Path, backend: str):
     return infer, model, meta, rt, f"torch {rt.precision}"
 
 
-def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, limits: Limits | None = None,
-               backend: str = "auto") -> FastAPI:
-    run_dir = Path(run_dir)
-    limits = limits or Limits()
-    infer, model, meta, rt, backend_desc = make_infer(run_dir, backend)
-    classes: list[str] = meta["classes"]
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    batcher = DynamicBatcher(infer, max_batch, max_delay_ms, limits.max_queue_images)
+async def read_limited(request: Request, limits: Limits) -> bytes:
+    """The request body, refused (413) as soon as it passes the limit — declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise ApiError(413, f"request body {int(declared):,} bytes exceeds the limit of {limits.max_body_bytes:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise ApiError(413, f"request body exceeds the limit of {limits.max_body_bytes:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        await batcher.start()
-        yield
-        await batcher.stop()
 
-    app = FastAPI(title="cifar10cnn", version="1", lifespan=lifespan,
-                  description=f"CIFAR-10 classifier `{meta.get('model')}` from run `{run_dir.name}`.")
-    app.state.batcher = batcher
+async def uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each uploaded image: multipart file fields, or one raw image/* body."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    is_image = ctype.startswith("image/") or ctype == "application/octet-stream"
+    if ctype != "multipart/form-data" and not is_image:  # refused before reading the body
+        raise ApiError(415, f"unsupported content type {ctype or '(none)'!r}; send multipart/form-data files "
+                            f"or a raw image/* body")
+    body = await read_limited(request, limits)
+    if ctype != "multipart/form-data":
+        if not body:
+            raise ApiError(422, "empty request body")
+        return [("body", body)]
+    request._body = body  # Starlette parses the form from this buffer; nothing touches the disk by name
+    try:
+        form = await request.form(max_files=limits.max_files + 1, max_fields=limits.max_files + 16)
+    except Exception as e:  # malformed multipart or over Starlette's count
+        raise ApiError(413 if "Too many" in str(e) else 400, f"bad multipart body: {e}") from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if len(files) > limits.max_files:
+        raise ApiError(413, f"too many files: {len(files)} (limit {limits.max_files})")
+    out = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
+    await form.close()
+    if not out:
+        raise ApiError(422, "no files in the multipart body; send images as file fields")
+    return out
+
+
+def decode_all(files: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
+    arrays = []
+    for name, blob in files:
+        try:
+            arrays.append(decode_image(blob, limits.max_pixels))
+        except ImageError as e:
+            raise ApiError(STATUS_FOR_IMAGE_ERROR.get(e.kind, 422), f"{name}: {e}") from None
+    return np.stack(arrays)
+
+
+def explain_images(model, rt, images: np.ndarray, predicted: np.ndarray) -> list[dict]:
+    """Each image and its Grad-CAM overlay for the predicted class, as base64 PNGs."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(rt.device)
+    cams = grad_cam(model, x, torch.from_numpy(predicted)).numpy()
+    out = []
+    for img, cam in zip(images, cams, strict=True):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        out.append({"input_png": base64.b64encode(buf.getvalue()).decode(),
+                    "gradcam_png": base64.b64encode(overlay_png(img, cam)).decode()})
+    return out
+
+
+def model_card(run_dir: Path, model, meta: dict, backend_desc: str, max_batch: int, max_delay_ms: float,
+               limits: Limits) -> dict:
+    """/v1/model: what is served. Its accuracy is the single-view test figure: the service predicts one view."""
+    metrics = read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else {}
+    return {
+        "name": meta.get("model"), "run": run_dir.name, "classes": meta["classes"],
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "test_accuracy": metrics.get("test_accuracy"), "test_accuracy_views": 1,
+        "input": {"height": 32, "width": 32, "channels": 3, "dtype": "uint8",
+                  "resize": "shorter side to 32, centre crop 32×32"},
+        "precision": backend_desc.split()[-1], "backend": backend_desc, "max_batch": max_batch,
+        "max_delay_ms": max_delay_ms, "limits": asdict(limits),
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error is one JSON object: {"error": {"status", "message"}}."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, exc: ApiError):
@@ -142,6 +203,27 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
         where = ".".join(str(p) for p in first.get("loc", []))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
+
+def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, limits: Limits | None = None,
+               backend: str = "auto") -> FastAPI:
+    run_dir = Path(run_dir)
+    limits = limits or Limits()
+    infer, model, meta, rt, backend_desc = make_infer(run_dir, backend)
+    classes: list[str] = meta["classes"]
+    batcher = DynamicBatcher(infer, max_batch, max_delay_ms, limits.max_queue_images)
+    card = model_card(run_dir, model, meta, backend_desc, max_batch, max_delay_ms, limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="cifar10cnn", version="1", lifespan=lifespan,
+                  description=f"CIFAR-10 classifier `{meta.get('model')}` from run `{run_dir.name}`.")
+    app.state.batcher = batcher
+    install_error_handlers(app)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
@@ -150,85 +232,18 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
     async def healthz():
         return {"status": "ok", "rss_mb": round(rss_mb(), 1), "batcher": asdict(batcher.stats)}
 
-    model_info = {
-        "name": meta.get("model"), "run": run_dir.name, "classes": classes,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "test_accuracy": metrics.get("test_accuracy"), "input": {"height": 32, "width": 32, "channels": 3,
-                                                                 "dtype": "uint8", "resize": "shorter side to 32, "
-                                                                 "centre crop 32×32"},
-        "precision": backend_desc.split()[-1], "backend": backend_desc, "max_batch": max_batch,
-        "max_delay_ms": max_delay_ms, "limits": asdict(limits),
-    }
-
     @app.get("/v1/model")
-    async def model_card():
-        return model_info
-
-    async def read_limited(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise ApiError(413, f"request body {int(declared):,} bytes exceeds the limit of {limits.max_body_bytes:,}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise ApiError(413, f"request body exceeds the limit of {limits.max_body_bytes:,} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def uploads(request: Request) -> list[tuple[str, bytes]]:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        is_image = ctype.startswith("image/") or ctype == "application/octet-stream"
-        if ctype != "multipart/form-data" and not is_image:  # refused before reading the body
-            raise ApiError(415, f"unsupported content type {ctype or '(none)'!r}; send multipart/form-data files "
-                                f"or a raw image/* body")
-        body = await read_limited(request)
-        if ctype == "multipart/form-data":
-            request._body = body  # Starlette parses the form from this buffer; nothing touches the disk by name
-            try:
-                form = await request.form(max_files=limits.max_files + 1, max_fields=limits.max_files + 16)
-            except Exception as e:  # malformed multipart or over Starlette's count
-                raise ApiError(413 if "Too many" in str(e) else 400, f"bad multipart body: {e}") from None
-            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-            if len(files) > limits.max_files:
-                raise ApiError(413, f"too many files: {len(files)} (limit {limits.max_files})")
-            out = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
-            await form.close()
-            if not out:
-                raise ApiError(422, "no files in the multipart body; send images as file fields")
-            return out
-        if not body:
-            raise ApiError(422, "empty request body")
-        return [("body", body)]
-
-    def decode_all(files: list[tuple[str, bytes]]) -> np.ndarray:
-        arrays = []
-        for name, blob in files:
-            try:
-                arrays.append(decode_image(blob, limits.max_pixels))
-            except ImageError as e:
-                raise ApiError(STATUS_FOR_IMAGE_ERROR.get(e.kind, 422), f"{name}: {e}") from None
-        return np.stack(arrays)
-
-    def explain_images(images: np.ndarray, predicted: np.ndarray) -> list[dict]:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(rt.device)
-        cams = grad_cam(model, x, torch.from_numpy(predicted)).numpy()
-        out = []
-        for img, cam in zip(images, cams, strict=True):
-            buf = io.BytesIO()
-            Image.fromarray(img).save(buf, format="PNG")
-            out.append({"input_png": base64.b64encode(buf.getvalue()).decode(),
-                        "gradcam_png": base64.b64encode(overlay_png(img, cam)).decode()})
-        return out
+    async def model_info():
+        return card
 
     @app.post("/v1/predict", summary="classify one or more images")
     async def predict(request: Request, top_k: int = 5, explain: int = 0):
         if not 1 <= top_k <= len(classes):
             raise ApiError(422, f"top_k must be between 1 and {len(classes)}, got {top_k}")
         t0 = time.perf_counter()
-        files = await uploads(request)
+        files = await uploads(request, limits)
         total = sum(len(b) for _, b in files)
-        images = decode_all(files) if total < 256 * 1024 else await asyncio.to_thread(decode_all, files)
+        images = decode_all(files, limits) if total < 256 * 1024 else await asyncio.to_thread(decode_all, files, limits)
         try:
             probs = await batcher.submit(images)
         except QueueFull as e:
@@ -238,7 +253,7 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
                    for (name, _), p, idx in zip(files, probs, order, strict=True)]
         if explain:
             # Grad-CAM runs on the model thread, never concurrently with a batched forward pass
-            extra = await batcher.run_exclusive(explain_images, images, order[:, 0])
+            extra = await batcher.run_exclusive(explain_images, model, rt, images, order[:, 0])
             for r, e in zip(results, extra, strict=True):
                 r.update(e)
         # a Response skips FastAPI's generic encoder: this is the hot path under load

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from .loop import predict_logits, train_one_epoch
+from ..inference import predict_logits
+from .loop import train_one_epoch
 
 
 def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,

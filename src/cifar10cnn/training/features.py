@@ -20,27 +20,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
 from ..fileio import atomic_write
+from ..inference import to_batch
+from ..models import ModelContract
 from ..progress import console, image_progress
-from .loop import to_batch
-from .runtime import Runtime
+from ..runtime import Runtime
 
 
-def head_layer(model: nn.Module) -> nn.Linear:
-    """The classification head: the last linear layer of the network."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise UserError(f"{type(model).__name__} has no linear head")
-    return linears[-1]
-
-
-def _fingerprint(model: nn.Module, images: torch.Tensor, extra: dict) -> str:
-    """Hash of the backbone (every weight but the head's, which features do not depend on), images and `extra`."""
-    head = head_layer(model)
-    head_name = next(name for name, m in model.named_modules() if m is head)
+def _fingerprint(net: ModelContract, images: torch.Tensor, extra: dict) -> str:
+    """Hash of the backbone (every weight but the declared head's, which features do not depend on), images
+    and `extra`."""
+    head = net.get_classifier()
+    head_name = next(name for name, m in net.named_modules() if m is head)
     h = hashlib.sha1(json.dumps(extra, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(net.state_dict().items()):
         if name.startswith(f"{head_name}."):
             continue
         h.update(name.encode())
@@ -52,14 +45,15 @@ def _fingerprint(model: nn.Module, images: torch.Tensor, extra: dict) -> str:
 @torch.inference_mode()
 def backbone_features(model: nn.Module, images: torch.Tensor, runtime: Runtime, batch_size: int = 250,
                       desc: str = "features") -> torch.Tensor:
-    """N×32×32×3 uint8 images → N×D float32 features (`model.net.features` after normalisation), eval mode."""
+    """N×32×32×3 uint8 images → N×D float32 features (the network's declared `forward_features`, after
+    normalisation), eval mode."""
     model.eval()
     out = []
     with image_progress(desc, len(images)) as advance:
         for start in range(0, len(images), batch_size):
             x = to_batch(images[start:start + batch_size], runtime)
             with runtime.autocast():
-                out.append(model.net.features(model.normalize(x)).float().cpu())
+                out.append(model.net.forward_features(model.normalize(x)).float().cpu())
             advance(len(x))
     return torch.cat(out)
 
@@ -78,8 +72,6 @@ def features_for(model: nn.Module, images: torch.Tensor, needed: torch.Tensor, r
 def cached_features(model: nn.Module, images: torch.Tensor, runtime: Runtime, cache_dir: Path,
                     model_name: str, model_options: dict) -> torch.Tensor:
     """Features of `images` from the cache, or computed (with a progress bar) and cached atomically."""
-    if not hasattr(getattr(model, "net", None), "features"):
-        raise UserError(f"model {model_name!r} has no features() method, so it cannot be used as a frozen backbone")
     key = _fingerprint(model.net, images, {"model": model_name, "options": model_options,
                                            "precision": runtime.precision, "device": runtime.device.type,
                                            "scaling": [model.normalize.scale.tolist(), model.normalize.shift.tolist()]})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
 
 @dataclass

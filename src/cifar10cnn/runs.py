@@ -1,0 +1,216 @@
+"""The run folder: what a run writes, and how every command reads it back.
+
+    runs/<name>/
+      config.json                   every resolved setting + runtime, data split, normalisation, code commit
+      history.csv                   one row per epoch (HISTORY_FIELDS)
+      model.safetensors             best weights so far (by the monitored validation metric)
+      checkpoint/last.safetensors   resumable state, written atomically at the end of every epoch
+      metrics.json                  the test evaluation of the finished run (schema below)
+
+metrics.json, schema 2 — one meaning per name:
+    test_accuracy, test_loss, per_class_accuracy, confusion_matrix, test_images
+                          the single-view evaluation (each test image once, as `predict` and `serve` see it)
+    test_accuracy_tta     the test-time-augmentation figure, or null when TTA was not evaluated; its details
+                          under "tta": {"views", "translate", "test_loss", "per_class_accuracy", "confusion_matrix"}
+    epochs, best_epoch, best_val_accuracy, train_seconds, wall_seconds, stopped_early, budget   the training
+`read_metrics` upgrades files written before schema 2 (where `test_accuracy` was the TTA figure of a TTA
+recipe) to this schema, so every reader sees one meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import RunConfig, load_run_config
+from .data.cifar10 import CIFAR10, load_cifar10
+from .errors import UserError
+from .evaluation.metrics import classification_metrics
+from .fileio import atomic_write_json
+from .inference import evaluate
+from .models import build_classifier, trainable_params
+from .progress import image_progress
+from .provenance import code_version
+from .runtime import Runtime, resolve_runtime
+from .weights import load_into, read_weights
+
+RUN_FILES = ["config.json", "history.csv", "model.safetensors", "metrics.json", "checkpoint", "report.html",
+             "model.onnx", "tensorboard"]
+HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                  "images_per_s", "train_eval_loss", "train_eval_accuracy"]
+METRICS_SCHEMA = 2
+SINGLE_VIEW_KEYS = ["test_accuracy", "test_loss", "test_images", "per_class_accuracy", "confusion_matrix"]
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.model}-seed{cfg.seed}-{stamp}"
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoint" / "last.safetensors"
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> str:
+    """Decide what to do with `out`: 'new', 'overwrite', 'resume' or 'finished'. Refuses to clobber results."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+    if not out.exists():
+        if resume:
+            raise UserError(f"nothing to resume: {out} does not exist")
+        return "new"
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    has_config = (out / "config.json").is_file()
+    finished = (out / "metrics.json").is_file()
+    if resume:
+        if not has_config:
+            raise UserError(f"nothing to resume: {out} has no config.json")
+        return "finished" if finished else "resume"
+    if overwrite:
+        if any(out.iterdir()) and not has_config:
+            raise UserError(f"--out {out} is not a cifar10cnn run folder; refusing to overwrite it")
+        return "overwrite"
+    if finished:
+        raise UserError(f"{out} already holds a finished run; use --overwrite to replace it or choose another --out")
+    if has_config:
+        raise UserError(f"{out} holds an unfinished run; use --resume to continue it or --overwrite to start again")
+    if any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and not a run folder; choose another --out")
+    return "new"
+
+
+def clear_run_files(out: Path) -> None:
+    """--overwrite: remove what a previous run wrote (only now that the new run's parts are known to be good)."""
+    for p in [*(out / name for name in RUN_FILES), *out.glob("report_*.png")]:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def write_config(out: Path, cfg: RunConfig, runtime: Runtime, data: dict, trainable: int) -> None:
+    """config.json: the resolved config, the runtime, the data (`data`: split and normalisation) and the code
+    that made the run (git commit, and whether the checkout had uncommitted changes)."""
+    code = code_version()
+    atomic_write_json(out / "config.json", {
+        "config": cfg.to_dict(), "runtime": runtime.describe(), "data": data, "trainable_params": trainable,
+        "cifar10cnn": code["version"], "code": code,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from a run folder; a missing, truncated or foreign file is one clear UserError."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no {what} at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not a valid {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                        ) from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} is not a valid {what} (not a JSON object)")
+    return doc
+
+
+def upgrade_metrics(m: dict) -> dict:
+    """metrics.json written before schema 2 → schema 2 (see the module docstring)."""
+    if m.get("metrics_schema", 1) >= METRICS_SCHEMA or "test_accuracy" not in m:
+        return m
+    m = dict(m)
+    old_eval = m.pop("tta") if isinstance(m.get("tta"), dict) else None  # `evaluate --tta` put its figures here
+    if "test_accuracy_no_tta" in m:  # a TTA recipe: the headline figures were the TTA evaluation's
+        views = 6 if m.get("tta_translate") else 2
+        m["tta"] = {"views": views, "translate": m.pop("tta_translate", 0),
+                    **{k: m.pop(k) for k in ("test_loss", "per_class_accuracy", "confusion_matrix") if k in m}}
+        m["test_accuracy_tta"] = m["test_accuracy"]
+        m["test_accuracy"] = m.pop("test_accuracy_no_tta")
+    elif old_eval is not None:
+        m["test_accuracy_tta"] = old_eval.get("test_accuracy")
+        m["tta"] = {"views": 6 if old_eval.get("tta_translate") else 2, "translate": old_eval.get("tta_translate", 0),
+                    **{k: old_eval[k] for k in ("test_loss", "per_class_accuracy", "confusion_matrix")
+                       if k in old_eval}}
+    else:
+        m["test_accuracy_tta"] = None
+        m.pop("tta", None)
+        m.pop("tta_translate", None)
+    m["metrics_schema"] = METRICS_SCHEMA
+    return m
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """A finished run's metrics.json, in schema 2."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no metrics.json (not a finished run)")
+    return upgrade_metrics(read_json(path, "metrics file (metrics.json)"))
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> dict:
+    """Write metrics.json (schema 2); return what was written."""
+    metrics = {"metrics_schema": METRICS_SCHEMA, **metrics}
+    atomic_write_json(Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def load_run_model(run_dir: Path, runtime: Runtime | None = None):
+    """(classifier with the run's best weights, weights metadata, runtime) for evaluation/prediction."""
+    run_dir = Path(run_dir)
+    cfg, _ = load_run_config(run_dir)
+    state, meta = read_weights(run_dir / "model.safetensors")
+    if meta.get("model") not in (None, cfg.model):
+        raise UserError(f"{run_dir / 'model.safetensors'} holds a {meta.get('model')!r} model, "
+                        f"its config.json says {cfg.model!r}")
+    runtime = runtime or resolve_runtime("auto", cfg.precision, cfg.channels_last, cfg.threads)
+    classes = meta.get("classes") or []
+    options = {k: v for k, v in cfg.model_options.items() if k != "pretrained"}  # the run's weights replace them
+    model = build_classifier(cfg.model, meta.get("mean", [0.0] * 3), meta.get("std", [1.0] * 3),
+                             len(classes) or 10, **options)
+    load_into(model, state, run_dir / "model.safetensors")
+    model = runtime.place(model)
+    return model.eval(), meta, runtime
+
+
+def tta_views(translate: int) -> int:
+    """Forward passes per image of flip TTA (2) or multi-crop TTA (mirror × 3 shifts: 6)."""
+    return 6 if translate else 2
+
+
+def evaluate_run(run_dir: Path, data: CIFAR10 | None = None, data_dir=None, cache_dir=None,
+                 runtime: Runtime | None = None, tta: bool = False, translate: int = 0) -> dict:
+    """Evaluate a run's best weights on the test set, in the metrics.json schema: the single-view figures
+    (tta=False), or `test_accuracy_tta` and its "tta" block (tta=True). Nothing is written."""
+    model, meta, runtime = load_run_model(run_dir, runtime)
+    data = data or load_cifar10(data_dir, cache_dir)
+    if meta.get("classes") and meta["classes"] != data.classes:
+        raise UserError(f"the run was trained on classes {meta['classes']}, the data has {data.classes}")
+    t0 = time.perf_counter()
+    with image_progress("test with TTA" if tta else "test", len(data.test_y)) as advance:
+        ev = evaluate(model, data.test_x, data.test_y, runtime, on_batch=advance, tta=tta, translate=translate)
+    m = classification_metrics(ev["logits"], data.test_y, data.classes)
+    if not math.isfinite(m["test_loss"]):
+        m["test_loss"] = None
+    seconds = round(time.perf_counter() - t0, 3)
+    if tta:
+        details = {k: m[k] for k in ("test_loss", "per_class_accuracy", "confusion_matrix")}
+        return {"test_accuracy_tta": m["test_accuracy"],
+                "tta": {"views": tta_views(translate), "translate": translate, **details, "eval_seconds": seconds}}
+    return {**m, "eval_seconds": seconds, "model": meta.get("model"), "trainable_params": trainable_params(model)}
+
+
+def test_figures(run_dir: Path, data: CIFAR10, runtime: Runtime, cfg: RunConfig) -> dict:
+    """The finished run's one test evaluation: single view, plus the recipe's TTA when it has one."""
+    single = evaluate_run(run_dir, data=data, runtime=runtime)
+    tta = evaluate_run(run_dir, data=data, runtime=runtime, tta=True, translate=cfg.tta_translate) if cfg.tta \
+        else {"test_accuracy_tta": None}
+    return {**single, **tta}
+
+
+def headline(m: dict) -> tuple[float, str]:
+    """(the figure `train` prints first, its label): the TTA figure when the run was evaluated with TTA."""
+    if m.get("test_accuracy_tta") is not None:
+        views = m.get("tta", {}).get("views", 2)
+        return m["test_accuracy_tta"], f"with {'multi-crop' if views > 2 else 'flip'} TTA ({views} views)"
+    return m["test_accuracy"], "single view"

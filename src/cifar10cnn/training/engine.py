@@ -1,0 +1,253 @@
+"""`cifar10cnn train` top to bottom: prepare the run folder → build the parts → (plan a time budget) →
+for each epoch: one epoch step, evaluate, record, hooks (history, console, checkpoint...) → finish
+(best weights, test once, metrics.json).
+
+Honesty: early stopping and the best epoch use the validation split only; the test set is evaluated
+once, after training, with the best weights. The run folder's layout is in runs.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, load_run_config
+from ..data.cifar10 import CIFAR10, Split, load_cifar10, make_split
+from ..errors import TrainingDiverged
+from ..inference import evaluate
+from ..models import trainable_params
+from ..progress import Stopwatch, console, image_progress
+from ..runs import (
+    checkpoint_path,
+    clear_run_files,
+    default_run_dir,
+    prepare_run_dir,
+    read_metrics,
+    test_figures,
+    write_config,
+    write_metrics,
+)
+from ..runtime import resolve_runtime
+from ..weights import save_weights
+from .budget import plan_budget
+from .checkpoint import load_checkpoint
+from .hooks import BudgetReplan, Checkpoint, ConsoleLine, HistoryFile, Hook, TensorBoard, over_budget
+from .loop import train_one_epoch
+from .parts import build_model, build_parts, freeze_finished_groups, resident_data, schedule_lr
+from .schedule import lr_factor
+from .state import Run, TrainState, schedule_steps, steps_per_epoch
+
+
+def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool = False,
+          overwrite: bool = False, data: CIFAR10 | None = None, hooks: Sequence[Hook] = (),
+          test: bool = True) -> tuple[Path, dict]:
+    """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
+
+    hooks react to every epoch (see hooks.py; e.g. a tuning pruner that raises to stop the run, which
+    stays resumable). test=False leaves the test set alone (tuning trials select on the validation split
+    only): metrics.json then holds the validation figures and "test_evaluated": false."""
+    clock = Stopwatch()
+    out = Path(out) if out else default_run_dir(cfg)
+    mode = prepare_run_dir(out, resume, overwrite)
+    if mode in ("resume", "finished"):
+        cfg, _ = load_run_config(out)
+    if mode == "finished":
+        console.print(f"{out} is already finished; nothing to resume")
+        return out, read_metrics(out)
+
+    data = data or load_cifar10(data_dir, cache_dir)
+    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
+    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
+    model, weights_meta = build_model(cfg, data, split, runtime)
+    resident = resident_data(cfg, data, split, runtime, model, cache_dir)
+    run = Run(cfg, out, runtime, build_parts(cfg, model, runtime), resident, weights_meta, clock,
+              steps_per_epoch(len(split.train_idx), cfg.batch_size))
+    if mode == "resume" and checkpoint_path(out).is_file():
+        run.state = resume_state(run)
+    else:
+        run.state = start_state(run, len(data.test_y) if test else 0)
+        start_folder(run, mode, data, split)
+    run.hooks = [HistoryFile(), ConsoleLine(), *([BudgetReplan()] if run.state.budget else []), Checkpoint(),
+                 *([TensorBoard()] if cfg.tensorboard else []), *hooks]
+    for hook in run.hooks:
+        hook.on_train_start(run)
+    announce(run, split)
+
+    while not run.state.finished:
+        if run.state.budget and run.state.epoch > 0 and over_budget(run):
+            run.state.budget["stopped_by_budget"] = True
+            console.print(f"stopping before epoch {run.state.epoch + 1}: the next epoch would exceed the time budget")
+            break
+        row, exact = train_epoch(run)
+        record(run, row, exact)
+        for hook in run.hooks:
+            hook.on_epoch_end(run, row)
+
+    metrics = finish(run, data, test)
+    for hook in run.hooks:
+        hook.on_train_end(run, metrics)
+    return out, metrics
+
+
+# --- the phases ------------------------------------------------------------------------------------
+
+
+def start_state(run: Run, n_test: int) -> TrainState:
+    """A new run's state: the configured epochs, or as many as the time budget fits on this machine."""
+    cfg, d, budget, epochs = run.cfg, run.data, None, run.cfg.epochs
+    if cfg.time_budget is not None:  # speed is measured on copies: the run starts untouched
+        probe = build_parts(cfg, copy.deepcopy(run.parts.model), run.runtime)
+        budget = plan_budget(cfg, probe.step_model, probe.optimizer, run.runtime, d.train_x, d.train_y, d.train_idx,
+                             len(d.val_y) + len(d.sample_y), n_test, run.parts.augment, spent_s=run.clock())
+        del probe
+        epochs = budget["planned_epochs"]
+        console.print(f"time budget {cfg.time_budget:g} min: measured {budget['train_images_per_s']:,.0f} train "
+                      f"img/s → {epochs} epochs planned (schedule scaled to them)")
+    sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, epochs, run.steps_per_epoch)
+    return TrainState(epochs, sched["total"], sched["warmup"], budget=budget)
+
+
+def resume_state(run: Run) -> TrainState:
+    """Model, optimizer, extra modules and loop state from the run's last checkpoint."""
+    p = run.parts
+    saved = load_checkpoint(checkpoint_path(run.out), p.model, p.optimizer, p.extra)
+    sched = schedule_steps(run.cfg.warmup_fraction, run.cfg.warmup_epochs, saved["planned_epochs"],
+                           run.steps_per_epoch)
+    state = TrainState.from_dict(saved, run.steps_per_epoch, sched)
+    if p.lookahead is not None:
+        p.lookahead.started = state.lookahead_started
+    console.print(f"resuming {run.out} after epoch {state.epoch}")
+    return state
+
+
+def start_folder(run: Run, mode: str, data: CIFAR10, split: Split) -> None:
+    """--overwrite clears the old run only now that data, model and runtime are known to be good."""
+    if mode == "overwrite":
+        clear_run_files(run.out)
+    run.out.mkdir(parents=True, exist_ok=True)
+    meta = run.weights_meta
+    write_config(run.out, run.cfg, run.runtime, {
+        "source": data.source, "classes": data.classes, "split_seed": split.seed,
+        "train_images": len(split.train_idx), "val_images": len(split.val_idx), "test_images": len(data.test_y),
+        "normalization": {"mean": meta["mean"], "std": meta["std"]}}, trainable_params(run.parts.model))
+
+
+def announce(run: Run, split: Split) -> None:
+    rt = run.runtime
+    console.print(
+        f"training {run.cfg.model} ({trainable_params(run.parts.model):,} params) on {len(split.train_idx):,} images, "
+        + (f"validating on {len(split.val_idx):,}" if len(run.data.val_y) else "no validation split (--final)")
+        + f" | {rt.device} {rt.precision} {'channels_last ' if rt.channels_last else ''}{rt.threads} threads"
+        f" | run: {run.out}")
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Independent, reproducible seeds per (run seed, epoch): resume needs no saved RNG state."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63)
+
+
+def train_epoch(run: Run) -> tuple[dict, dict]:
+    """One pass over the training split, then validation (and the train sample) in eval mode:
+    (the epoch's history row, its seconds and validation figures unrounded)."""
+    cfg, st, p, d, rt = run.cfg, run.state, run.parts, run.data, run.runtime
+    epoch = st.epoch + 1
+    t0 = time.perf_counter()
+    g = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 0))
+    order = d.train_idx[torch.randperm(len(d.train_idx), generator=g).to(rt.device)]
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, 1))  # dropout
+    g_aug = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 2))
+    freeze_finished_groups(p.optimizer, epoch)
+    try:
+        with image_progress(f"epoch {epoch}/{st.planned_epochs}", len(order)) as advance:
+            tr = train_one_epoch(p.step_model, p.optimizer, d.train_x, d.train_y, order, rt, cfg.batch_size, p.scaler,
+                                 on_batch=advance, augment=p.augment, epoch=epoch, generator=g_aug,
+                                 lr_at=lr_schedule(run), start_step=(epoch - 1) * run.steps_per_epoch,
+                                 label_smoothing=cfg.label_smoothing, ema=p.ema, after_step=lookahead_step(run, epoch))
+    except TrainingDiverged as e:
+        kept = (f"last good checkpoint: epoch {st.epoch} in {checkpoint_path(run.out)}" if st.epoch
+                else "no epoch finished")
+        raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
+    if p.lookahead is not None and p.lookahead.started:
+        p.lookahead.pull(p.fit, 1.0)  # every epoch ends on the averaged weights
+        st.lookahead_started = True
+    train_time = time.perf_counter() - t0
+    va = evaluate(p.eval_model, d.val_x, d.val_y, rt, cfg.eval_batch_size) if len(d.val_y) else None
+    te = evaluate(p.eval_model, d.sample_x, d.sample_y, rt, cfg.eval_batch_size) if len(d.sample_y) else None
+    seconds = time.perf_counter() - t0
+    row = {"epoch": epoch, "train_loss": round(tr["loss"], 6), "train_accuracy": round(tr["accuracy"], 6),
+           "val_loss": round(va["loss"], 6) if va else "", "val_accuracy": round(va["accuracy"], 6) if va else "",
+           "lr": schedule_lr(p.optimizer), "seconds": round(seconds, 3),
+           "images_per_s": round(len(order) / train_time, 1),
+           "train_eval_loss": round(te["loss"], 6) if te else "",
+           "train_eval_accuracy": round(te["accuracy"], 6) if te else ""}
+    exact = {"seconds": seconds, "val_loss": va["loss"] if va else None,
+             "val_accuracy": va["accuracy"] if va else None}
+    return row, exact
+
+
+def lr_schedule(run: Run):
+    """lr_at(step) for the loop, or None for a constant learning rate without warm-up."""
+    cfg, st = run.cfg, run.state
+    if cfg.schedule == "constant" and st.schedule_warmup == 0:
+        return None
+
+    def lr_at(step: int) -> float:
+        return cfg.lr * lr_factor(cfg.schedule, step, st.schedule_total, st.schedule_warmup, cfg.lr_start_factor,
+                                  cfg.lr_end_factor)
+
+    return lr_at
+
+
+def lookahead_step(run: Run, epoch: int):
+    """after_step(step) for the loop: Lookahead from its first epoch on, else None."""
+    la = run.parts.lookahead
+    if la is None or epoch < run.cfg.lookahead_from_epoch:
+        return None
+    return lambda step: la.step(run.parts.fit, step, run.state.schedule_total)
+
+
+def is_better(cfg: RunConfig, value: float | None, best: float | None) -> bool:
+    if value is None or best is None:  # --final has no validation: the latest epoch is kept
+        return True
+    return value < best if cfg.monitor == "val_loss" else value > best
+
+
+def record(run: Run, row: dict, exact: dict) -> None:
+    """The epoch into the state; the best weights (by the monitored validation figure) into model.safetensors."""
+    cfg, st = run.cfg, run.state
+    st.history.append(row)
+    st.epoch = row["epoch"]
+    st.train_seconds += exact["seconds"]
+    monitored = exact[cfg.monitor]
+    run.improved = is_better(cfg, monitored, st.best)
+    if run.improved:
+        st.best, st.best_epoch, st.wait = monitored, st.epoch, 0
+        st.best_val_accuracy = exact["val_accuracy"]
+        save_weights(run.out / "model.safetensors", run.parts.saved_model, {**run.weights_meta, "epoch": st.epoch})
+    else:
+        st.wait += 1
+        st.stopped_early = cfg.patience > 0 and st.wait >= cfg.patience
+
+
+def finish(run: Run, data: CIFAR10, test: bool) -> dict:
+    """The test set once, with the best weights (single view, and the recipe's TTA); metrics.json."""
+    cfg, st = run.cfg, run.state
+    if st.stopped_early:
+        console.print(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs; "
+                      f"restoring epoch {st.best_epoch}")
+    if test:
+        metrics = test_figures(run.out, data, run.runtime, cfg)
+    else:
+        metrics = {"test_evaluated": False, "model": cfg.model, "trainable_params": trainable_params(run.parts.model)}
+    metrics.update(epochs=st.epoch, best_epoch=st.best_epoch, best_val_accuracy=st.best_val_accuracy,
+                   train_seconds=round(st.train_seconds, 2), stopped_early=st.stopped_early,
+                   wall_seconds=round(run.clock(), 2))
+    if run.data.features_seconds is not None:
+        metrics["features_seconds"] = run.data.features_seconds
+    if st.budget:
+        metrics["budget"] = {**st.budget, "epochs_run": st.epoch, "wall_seconds": round(run.clock(), 2)}
+    return write_metrics(run.out, metrics)

@@ -1,0 +1,130 @@
+"""What reacts to a run's epochs: one small interface, one class per reaction.
+
+    class MyLogger(Hook):
+        def on_epoch_end(self, run, row): print(row["val_accuracy"])
+
+    train(cfg, out, hooks=[MyLogger()])
+
+`run` is the engine's `Run` (config, run folder, parts, loop state, clock); `row` is the epoch's history
+row (HISTORY_FIELDS). A hook may raise to stop the run after an epoch: the checkpoint is written before
+the hooks passed to `train` run, so the run stays resumable. The engine's own hooks, in order:
+HistoryFile → ConsoleLine → BudgetReplan (with --time-budget) → Checkpoint → TensorBoard (with --tensorboard).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import UserError
+from ..fileio import atomic_write_text, csv_text
+from ..progress import console
+from ..runs import HISTORY_FIELDS, checkpoint_path
+from .checkpoint import save_checkpoint
+from .state import Run, schedule_steps
+
+
+class Hook:
+    """Override any of these; each is called by the engine at that point of every run."""
+
+    def on_train_start(self, run: Run) -> None:
+        """After the parts are built and the state is new or resumed, before the first epoch."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        """After each epoch: the state (run.state) already holds it, best weights are saved."""
+
+    def on_train_end(self, run: Run, metrics: dict) -> None:
+        """After metrics.json is written."""
+
+
+class HistoryFile(Hook):
+    """history.csv, rewritten atomically after every epoch."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        atomic_write_text(run.out / "history.csv", csv_text(run.state.history, HISTORY_FIELDS))
+
+
+class ConsoleLine(Hook):
+    """One line per epoch: losses, accuracies, the honest train-in-eval-mode accuracy, speed, best marker."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        val = (f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}" if row["val_loss"] != ""
+               else "no validation")
+        if row["train_eval_accuracy"] != "":  # the honest gap: training images evaluated like validation
+            val += f"  train (eval mode) acc {row['train_eval_accuracy']:.2%}"
+        best = "  *best" if run.improved and row["val_loss"] != "" else ""
+        console.print(f"epoch {row['epoch']:3d}/{run.state.planned_epochs}  train loss {row['train_loss']:.4f} "
+                      f"acc {row['train_accuracy']:.2%}  {val}  {row['images_per_s']:,.0f} img/s  "
+                      f"{row['seconds']:.1f}s{best}")
+
+
+class Checkpoint(Hook):
+    """checkpoint/last.safetensors: model, optimizer, extra modules and the loop state, atomically."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        p = run.parts
+        save_checkpoint(checkpoint_path(run.out), p.model, p.optimizer, run.state.to_dict(), p.extra)
+
+
+def epoch_seconds(history: list[dict]) -> float:
+    """What the next epoch will cost: the slowest of the last two (the first may include warm-up)."""
+    return max(row["seconds"] for row in history[-2:])
+
+
+class BudgetReplan(Hook):
+    """--time-budget: after an epoch, if the planned epochs no longer fit (the machine runs slower than
+    measured at the start), plan fewer and lay the schedule over them, so the learning rate still anneals
+    by the end. Runs before Checkpoint, so a resumed run continues the re-planned schedule."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        st, cfg = run.state, run.cfg
+        left = cfg.time_budget * 60 - run.clock() - st.budget["final_eval_s"]
+        fits = st.epoch + max(0, math.floor(left / epoch_seconds(st.history)))
+        if fits >= st.planned_epochs:
+            return
+        st.budget.setdefault("replanned", []).append({"after_epoch": st.epoch, "epochs": fits})
+        st.planned_epochs = fits
+        if fits > st.epoch:
+            sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, fits, run.steps_per_epoch)
+            # the warm-up already happened; keep it from starting again if the new total makes it longer
+            st.schedule_total, st.schedule_warmup = sched["total"], min(sched["warmup"], st.epoch * run.steps_per_epoch)
+        console.print(f"time budget: this machine runs slower than measured — {fits} epochs now fit; "
+                      "the schedule is re-laid to end there")
+
+
+def over_budget(run: Run) -> bool:
+    """Would one more epoch pass the time budget, final evaluation included?"""
+    return run.clock() + epoch_seconds(run.state.history) + run.state.budget["final_eval_s"] > run.cfg.time_budget * 60
+
+
+class TensorBoard(Hook):
+    """Live scalars for TensorBoard in RUN/tensorboard: loss and accuracy (train, validation, train in eval mode),
+    the schedule's learning rate and images/s per epoch, and the test figures at the end.
+    `tensorboard --logdir RUN/tensorboard` (or a folder of runs) shows them while the run trains."""
+
+    TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_eval_loss": "loss/train_eval",
+            "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val",
+            "train_eval_accuracy": "accuracy/train_eval", "lr": "lr", "images_per_s": "speed/images_per_s",
+            "seconds": "speed/epoch_seconds"}
+
+    def __init__(self) -> None:
+        self.writer = None
+
+    def on_train_start(self, run: Run) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard extra: pip install 'cifar10cnn[tensorboard]'"
+                            ) from None
+        self.writer = SummaryWriter(log_dir=str(run.out / "tensorboard"), purge_step=run.state.epoch + 1)
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        for key, tag in self.TAGS.items():
+            if row.get(key, "") != "":
+                self.writer.add_scalar(tag, float(row[key]), row["epoch"])
+        self.writer.flush()
+
+    def on_train_end(self, run: Run, metrics: dict) -> None:
+        for key in ("test_accuracy", "test_accuracy_tta"):
+            if metrics.get(key) is not None:
+                self.writer.add_scalar(f"test/{key}", metrics[key], run.state.epoch)
+        self.writer.close()

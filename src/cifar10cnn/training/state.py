@@ -1,0 +1,78 @@
+"""A run in progress (`Run`: what the engine's phases and the hooks see) and its loop state (`TrainState`:
+everything that changes from epoch to epoch, saved in every checkpoint).
+
+A resumed run continues from exactly this state (the learning-rate schedule included: a time budget
+may have re-laid it over fewer epochs), so it ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import RunConfig
+from ..progress import Stopwatch
+from ..runtime import Runtime
+from .parts import Parts, Resident
+
+
+@dataclass
+class TrainState:
+    planned_epochs: int  # epochs the run will train (a time budget may lower it while the run goes)
+    schedule_total: int  # optimizer steps the learning-rate schedule spans
+    schedule_warmup: int  # of which warm-up steps
+    epoch: int = 0  # epochs finished
+    best: float | None = None  # best monitored validation value so far
+    best_epoch: int = 0
+    best_val_accuracy: float | None = None
+    wait: int = 0  # epochs since the monitored value last improved
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)  # the rows of history.csv
+    budget: dict | None = None  # the time budget's plan and re-plans
+    lookahead_started: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.planned_epochs or self.stopped_early
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, steps_per_epoch: int, schedule: dict) -> TrainState:
+        """From a checkpoint's JSON; checkpoints written before the schedule was saved lay it as they did."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        d.setdefault("schedule_total", schedule["total"])
+        d.setdefault("schedule_warmup", schedule["warmup"])
+        return cls(**d)
+
+
+def schedule_steps(warmup_fraction: float, warmup_epochs: float, epochs: int, steps_per_epoch: int) -> dict:
+    """{"total", "warmup"} optimizer steps of a schedule laid over `epochs`."""
+    total = epochs * steps_per_epoch
+    warmup = round(warmup_fraction * total) if warmup_fraction else round(warmup_epochs * steps_per_epoch)
+    return {"total": total, "warmup": warmup}
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    return math.ceil(images / batch_size)
+
+
+@dataclass
+class Run:
+    """A run in progress: what the engine's phases (engine.py) and the hooks (hooks.py) see."""
+    cfg: RunConfig
+    out: Path
+    runtime: Runtime
+    parts: Parts
+    data: Resident
+    weights_meta: dict  # saved with the weights: model, options, classes, normalisation
+    clock: Stopwatch
+    steps_per_epoch: int
+    state: TrainState | None = None
+    improved: bool = False  # did the last epoch improve the monitored validation figure?
+    hooks: list = field(default_factory=list)  # the hooks of this run (hooks.py), in order
