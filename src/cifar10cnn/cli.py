@@ -172,6 +172,8 @@ def _add_ablate(sub) -> None:
                    help="training images evaluated in eval mode each epoch, for the train−val gap (default 5000)")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     p.add_argument("--analyze-only", action="store_true", help="train nothing: rebuild the pages from finished runs")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="every run logs live scalars to RUN/tensorboard (watch with tensorboard --logdir OUT)")
     _runtime_flags(p)
     _data_flags(p)
 
@@ -194,6 +196,8 @@ def _add_tune(sub) -> None:
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (reproducible single-worker studies)")
     p.add_argument("--final", action="store_true", help="then retrain the best trial's settings and the recipe's on "
                                                          "all 50,000 images under the same budget; test once each")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="every run logs live scalars to RUN/tensorboard (watch with tensorboard --logdir OUT)")
     _runtime_flags(p)
     _data_flags(p)
 
@@ -528,7 +532,7 @@ def cmd_bench(args) -> None:
         )
 
 
-RUNTIME_FIELDS = ["device", "precision", "channels_last", "threads"]
+RUNTIME_FIELDS = ["device", "precision", "channels_last", "threads", "tensorboard"]  # + how runs are watched
 
 
 def cmd_ablate(args) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UserError
+from .provenance import cpu_name
 
 
 @dataclass
@@ -59,16 +60,7 @@ def cpu_has_bf16() -> bool:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def available_cores() -> int:
