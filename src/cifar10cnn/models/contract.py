@@ -11,10 +11,12 @@ Every registered model subclasses `ModelContract` (an `nn.Module`) and declares:
     cam_layer()           the layer whose output Grad-CAM weighs (a conv block's N×C×H×W output)
     init_from_data(x)     optional data-dependent initialisation, run on new runs with normalised training
                           images when `needs_data_init` is True (e.g. a whitening stem)
-    param_roles()         {parameter name: roles}: "head", "norm" (BatchNorm-like: `norm_lr_scale`, and
-                          no weight decay without `decay_bn_bias`), "whiten_bias" (trained only for the
-                          config's `whiten_bias_epochs`). The default finds "head" from get_classifier()
-                          and "norm" from the normalisation modules; a model adds its own.
+    param_roles()         {parameter name: roles}: "head" (everything else is the backbone: `backbone_lr_scale`),
+                          "norm" (BatchNorm-like: `norm_lr_scale`), "no_decay" (no weight decay unless the
+                          config's `decay_bn_bias`), "whiten_bias" (trained only for the config's
+                          `whiten_bias_epochs`). The default finds "head" from get_classifier(), "norm" from the
+                          normalisation modules and "no_decay" for 1-D parameters (biases, norm scales and
+                          shifts); a model adds or changes its own.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class ModelContract(nn.Module):
         for name, p in self.named_parameters():
             tags = {"head"} if id(p) in head else set()
             tags |= {"norm"} if id(p) in norm else set()
+            tags |= {"no_decay"} if p.ndim <= 1 else set()
             if tags:
                 roles[name] = tags
         return roles

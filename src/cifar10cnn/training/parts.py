@@ -99,19 +99,21 @@ def build_model(cfg: RunConfig, data: CIFAR10, split: Split, runtime: Runtime) -
 def make_optimizer(cfg: RunConfig, fit: nn.Module, runtime: Runtime, roles: dict[int, set[str]] | None = None
                    ) -> torch.optim.Optimizer:
     """Parameter groups by (weight decay, lr scale, last epoch), from the roles the model declares:
-    - no weight decay on 1-D parameters (BatchNorm weights, biases) unless `decay_bn_bias`;
+    - no weight decay on "no_decay" parameters (by default the 1-D ones: biases, norm scales) unless
+      `decay_bn_bias`;
     - everything but the "head" at `backbone_lr_scale` × the learning rate;
     - "norm" parameters at `norm_lr_scale` × the learning rate, their weight-decay coefficient divided by
       the same factor, so the decay per step (lr × coefficient with PyTorch's coupled decay) is unchanged;
     - a "whiten_bias" trained for `whiten_bias_epochs` only (the group's "until_epoch").
-    roles: {id(parameter): roles}, by default those `fit` (a Classifier) declares."""
-    if roles is None:
-        roles = parameter_roles(fit) if isinstance(fit, Classifier) else {}
+    roles: {id(parameter): roles} (models.parameter_roles), by default those `fit` (a Classifier) declares."""
+    if roles is None:  # a bare module: only the default "no_decay" rule
+        roles = parameter_roles(fit) if isinstance(fit, Classifier) else \
+            {id(p): {"no_decay"} for p in fit.parameters() if p.ndim <= 1}
     grouped: dict[tuple[float, float, int], list] = {}
     for p in fit.parameters():
         if p.requires_grad:
             role = roles.get(id(p), set())
-            decay = cfg.decay_bn_bias or cfg.weight_decay == 0 or p.ndim > 1
+            decay = cfg.decay_bn_bias or cfg.weight_decay == 0 or "no_decay" not in role
             scale = 1.0 if "head" in role else cfg.backbone_lr_scale
             norm_scale = cfg.norm_lr_scale if "norm" in role else 1.0
             until = cfg.whiten_bias_epochs if "whiten_bias" in role else 0
