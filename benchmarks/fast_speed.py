@@ -30,13 +30,12 @@ def main() -> int:
 
     from cifar10cnn.bench import bench
     from cifar10cnn.config import RunConfig
-    from cifar10cnn.data.augment import Augment
     from cifar10cnn.data.cifar10 import channel_stats, load_cifar10
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import build_classifier
     from cifar10cnn.runtime import resolve_runtime
     from cifar10cnn.training.loop import train_one_epoch
-    from cifar10cnn.training.parts import make_optimizer
+    from cifar10cnn.training.parts import build_parts
 
     data = load_cifar10()
     settings = [(p, cl, False) for p in ("bf16", "fp32") for cl in (True, False)]
@@ -63,9 +62,8 @@ def main() -> int:
     # the profile of the recipe's own settings
     cfg = RunConfig.resolve("fast")
     rt = resolve_runtime("cpu", cfg.precision, cfg.channels_last)
-    model = rt.place(build_classifier("fast", *channel_stats(data.train_x[:5000]), 10))
-    opt = make_optimizer(cfg, model, rt)
-    augment = Augment(cfg.crop_padding, cfg.pad_mode, cfg.flip, seed=0)
+    parts = build_parts(cfg, rt.place(build_classifier("fast", *channel_stats(data.train_x[:5000]), 10)), rt)
+    model, opt, augment = parts.step_model, parts.optimizer, parts.augment  # as `train` builds them
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data.train_x), generator=g)[: cfg.batch_size * args.profile_steps]
     kwargs = {"augment": augment, "generator": g, "label_smoothing": cfg.label_smoothing}

@@ -189,7 +189,7 @@ def test_final_trains_without_a_validation_split(tmp_path):
     assert '<section id="curves">' in page and "no validation split" in page
 
 
-def test_time_budget_plans_epochs_and_keeps_to_the_budget(tmp_path):
+def test_time_budget_plans_epochs_and_keeps_to_the_budget(tmp_path, capsys):
     out = tmp_path / "budget"
     budget_min = 0.5
     assert cli("train", "--subset", "2000", "--val-size", "500", "--batch-size", "100", "--time-budget",
@@ -198,7 +198,11 @@ def test_time_budget_plans_epochs_and_keeps_to_the_budget(tmp_path):
     b = m["budget"]
     assert b["planned_epochs"] >= 1 and b["epochs_run"] <= b["planned_epochs"]
     assert b["train_images_per_s"] > 0 and b["minutes"] == budget_min
-    assert m["wall_seconds"] <= budget_min * 60 * 1.5  # planned to fit; generous margin for a loaded machine
+    if b["planned_seconds"] <= budget_min * 60:  # planned to fit: it fits (generous margin for a loaded machine)
+        assert m["wall_seconds"] <= budget_min * 60 * 1.5
+    else:  # a slow CPU (fp32, no bf16) cannot fit one epoch and the test pass in 30 s: it says so, trains one
+        assert b["planned_epochs"] == 1 and "even one epoch does not fit" in capsys.readouterr().out
+        assert m["wall_seconds"] <= b["planned_seconds"] * 1.5
     rows = (out / "history.csv").read_text().splitlines()[1:]
     assert len(rows) == b["epochs_run"]
     assert float(rows[-1].split(",")[5]) < float(rows[0].split(",")[5]) or len(rows) == 1  # lr decays to the end

@@ -82,8 +82,9 @@ def input_normalization(net: ModelContract, mean: list[float], std: list[float])
     return net.input_normalization or (mean, std)
 
 
-def parameter_roles(model: Classifier) -> dict[int, set[str]]:
+def parameter_roles(model: Classifier | ModelContract) -> dict[int, set[str]]:
     """{id(parameter): roles} from the network's `param_roles()` declaration (see models/contract.py); keyed
     by identity so it also answers for a part of the model (the linear probe optimises only the head)."""
-    params = dict(model.net.named_parameters())
-    return {id(params[name]): roles for name, roles in model.net.param_roles().items()}
+    net = model.net if isinstance(model, Classifier) else model
+    params = dict(net.named_parameters())
+    return {id(params[name]): roles for name, roles in net.param_roles().items()}

@@ -107,6 +107,9 @@ def start_state(run: Run, n_test: int) -> TrainState:
         epochs = budget["planned_epochs"]
         console.print(f"time budget {cfg.time_budget:g} min: measured {budget['train_images_per_s']:,.0f} train "
                       f"img/s → {epochs} epochs planned (schedule scaled to them)")
+        if budget["planned_seconds"] > cfg.time_budget * 60:
+            console.print(f"time budget: even one epoch does not fit in {cfg.time_budget:g} min on this machine "
+                          f"(~{budget['planned_seconds']:.0f} s with the test pass); training one epoch anyway")
     sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, epochs, run.steps_per_epoch)
     return TrainState(epochs, sched["total"], sched["warmup"], budget=budget)
 

@@ -21,7 +21,7 @@ from ..config import RunConfig
 from ..data.augment import Augment
 from ..data.cifar10 import CIFAR10, Split, channel_stats, default_cache_dir
 from ..errors import UserError
-from ..models import Classifier, build_classifier, input_normalization, parameter_roles
+from ..models import Classifier, ModelContract, build_classifier, input_normalization, parameter_roles
 from ..runtime import Runtime
 from ..weights import load_into, read_weights
 from .ema import Lookahead, ModelEMA
@@ -105,9 +105,9 @@ def make_optimizer(cfg: RunConfig, fit: nn.Module, runtime: Runtime, roles: dict
     - "norm" parameters at `norm_lr_scale` × the learning rate, their weight-decay coefficient divided by
       the same factor, so the decay per step (lr × coefficient with PyTorch's coupled decay) is unchanged;
     - a "whiten_bias" trained for `whiten_bias_epochs` only (the group's "until_epoch").
-    roles: {id(parameter): roles} (models.parameter_roles), by default those `fit` (a Classifier) declares."""
-    if roles is None:  # a bare module: only the default "no_decay" rule
-        roles = parameter_roles(fit) if isinstance(fit, Classifier) else \
+    roles: {id(parameter): roles} (models.parameter_roles), by default those `fit` declares."""
+    if roles is None:  # a registered network declares them; any other module gets the default "no_decay" rule
+        roles = parameter_roles(fit) if isinstance(fit, (Classifier, ModelContract)) else \
             {id(p): {"no_decay"} for p in fit.parameters() if p.ndim <= 1}
     grouped: dict[tuple[float, float, int], list] = {}
     for p in fit.parameters():
