@@ -43,7 +43,6 @@ RUN_FILES = ["config.json", "history.csv", "model.safetensors", "metrics.json", 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                   "images_per_s", "train_eval_loss", "train_eval_accuracy"]
 METRICS_SCHEMA = 2
-SINGLE_VIEW_KEYS = ["test_accuracy", "test_loss", "test_images", "per_class_accuracy", "confusion_matrix"]
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
