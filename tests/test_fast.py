@@ -208,7 +208,7 @@ def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier()
     assert state.schedule_warmup == min(round(0.23 * 4 * 49), 2 * 49)  # the warm-up does not start again
     assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4}]
     # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
-    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), 49, schedule_steps(0.23, 0, 4, 49))
+    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(0.23, 0, 4, 49))
     assert (again.schedule_total, again.schedule_warmup) == (state.schedule_total, state.schedule_warmup)
     clock[0] = 31.0
     BudgetReplan().on_epoch_end(run, {})  # still fits: no change

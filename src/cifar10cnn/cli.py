@@ -342,7 +342,8 @@ def cmd_evaluate(args) -> None:
     """The test set with the run's best weights: the single-view figures, or (--tta) the TTA figures, merged
     into metrics.json under their own names (runs.py) so neither ever replaces the other."""
     from .config import load_run_config
-    from .runs import evaluate_run, read_metrics, write_metrics
+    from .data.cifar10 import load_cifar10
+    from .runs import evaluate_model, load_run_model, read_metrics, write_metrics
     from .runtime import resolve_runtime
 
     run_dir = args.run_dir
@@ -358,10 +359,11 @@ def cmd_evaluate(args) -> None:
         previous = read_metrics(run_dir) if (run_dir / "metrics.json").is_file() else {}
     except UserError:
         previous = {}  # a damaged metrics.json is replaced
-    kw = {"data_dir": args.data_dir, "cache_dir": args.cache_dir, "runtime": rt}
-    m = evaluate_run(run_dir, tta=args.tta, translate=args.tta_translate, **kw)
+    model, meta, rt = load_run_model(run_dir, rt)
+    data = load_cifar10(args.data_dir, args.cache_dir)
+    m = evaluate_model(model, meta, data, rt, args.tta, args.tta_translate)
     if "test_accuracy" not in previous and args.tta:  # a metrics.json always has the single-view figures
-        previous.update(evaluate_run(run_dir, **kw))
+        previous.update(evaluate_model(model, meta, data, rt))
     write_metrics(run_dir, {"test_accuracy_tta": None, **previous, **m})
     if args.json:
         print(json.dumps(m))

@@ -50,6 +50,11 @@ def predict_logits(
     return torch.cat(out).cpu() if out else torch.zeros(0, 0)
 
 
+def tta_views(translate: int) -> int:
+    """Forward passes per image of `predict_logits(tta=True)`: flip TTA 2, multi-crop TTA (mirror × 3 shifts) 6."""
+    return 6 if translate else 2
+
+
 def _mirrored(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (model(x).float() + model(x.flip(3)).float()) / 2
 

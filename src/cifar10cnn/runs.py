@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import RunConfig, load_run_config
-from .data.cifar10 import CIFAR10, load_cifar10
+from .data.cifar10 import CIFAR10
 from .errors import UserError
 from .evaluation.metrics import classification_metrics
 from .fileio import atomic_write_json
-from .inference import evaluate
+from .inference import evaluate, tta_views
 from .models import build_classifier, trainable_params
 from .progress import image_progress
 from .provenance import code_version
@@ -120,17 +120,17 @@ def upgrade_metrics(m: dict) -> dict:
         return m
     m = dict(m)
     old_eval = m.pop("tta") if isinstance(m.get("tta"), dict) else None  # `evaluate --tta` put its figures here
-    if "test_accuracy_no_tta" in m:  # a TTA recipe: the headline figures were the TTA evaluation's
-        views = 6 if m.get("tta_translate") else 2
-        m["tta"] = {"views": views, "translate": m.pop("tta_translate", 0),
-                    **{k: m.pop(k) for k in ("test_loss", "per_class_accuracy", "confusion_matrix") if k in m}}
-        m["test_accuracy_tta"] = m["test_accuracy"]
-        m["test_accuracy"] = m.pop("test_accuracy_no_tta")
-    elif old_eval is not None:
-        m["test_accuracy_tta"] = old_eval.get("test_accuracy")
-        m["tta"] = {"views": 6 if old_eval.get("tta_translate") else 2, "translate": old_eval.get("tta_translate", 0),
-                    **{k: old_eval[k] for k in ("test_loss", "per_class_accuracy", "confusion_matrix")
-                       if k in old_eval}}
+    if "test_accuracy_no_tta" in m or old_eval is not None:
+        # a TTA recipe's headline figures were the TTA evaluation's; else those of `evaluate --tta`
+        src = m if "test_accuracy_no_tta" in m else old_eval
+        translate = src.get("tta_translate", 0)
+        m["tta"] = {"views": tta_views(translate), "translate": translate,
+                    **{k: src[k] for k in ("test_loss", "per_class_accuracy", "confusion_matrix") if k in src}}
+        m["test_accuracy_tta"] = src.get("test_accuracy")
+        if src is m:
+            m["test_accuracy"] = m.pop("test_accuracy_no_tta")
+            for k in ("tta_translate", "test_loss", "per_class_accuracy", "confusion_matrix"):
+                m.pop(k, None)
     else:
         m["test_accuracy_tta"] = None
         m.pop("tta", None)
@@ -172,17 +172,9 @@ def load_run_model(run_dir: Path, runtime: Runtime | None = None):
     return model.eval(), meta, runtime
 
 
-def tta_views(translate: int) -> int:
-    """Forward passes per image of flip TTA (2) or multi-crop TTA (mirror × 3 shifts: 6)."""
-    return 6 if translate else 2
-
-
-def evaluate_run(run_dir: Path, data: CIFAR10 | None = None, data_dir=None, cache_dir=None,
-                 runtime: Runtime | None = None, tta: bool = False, translate: int = 0) -> dict:
-    """Evaluate a run's best weights on the test set, in the metrics.json schema: the single-view figures
-    (tta=False), or `test_accuracy_tta` and its "tta" block (tta=True). Nothing is written."""
-    model, meta, runtime = load_run_model(run_dir, runtime)
-    data = data or load_cifar10(data_dir, cache_dir)
+def evaluate_model(model, meta: dict, data: CIFAR10, runtime: Runtime, tta: bool = False, translate: int = 0) -> dict:
+    """Evaluate a run's best weights (`load_run_model`) on the test set, in the metrics.json schema: the
+    single-view figures (tta=False), or `test_accuracy_tta` and its "tta" block (tta=True). Nothing is written."""
     if meta.get("classes") and meta["classes"] != data.classes:
         raise UserError(f"the run was trained on classes {meta['classes']}, the data has {data.classes}")
     t0 = time.perf_counter()
@@ -201,10 +193,11 @@ def evaluate_run(run_dir: Path, data: CIFAR10 | None = None, data_dir=None, cach
 
 def test_figures(run_dir: Path, data: CIFAR10, runtime: Runtime, cfg: RunConfig) -> dict:
     """The finished run's one test evaluation: single view, plus the recipe's TTA when it has one."""
-    single = evaluate_run(run_dir, data=data, runtime=runtime)
-    tta = evaluate_run(run_dir, data=data, runtime=runtime, tta=True, translate=cfg.tta_translate) if cfg.tta \
-        else {"test_accuracy_tta": None}
-    return {**single, **tta}
+    model, meta, runtime = load_run_model(run_dir, runtime)
+    single = evaluate_model(model, meta, data, runtime)
+    if not cfg.tta:
+        return {**single, "test_accuracy_tta": None}
+    return {**single, **evaluate_model(model, meta, data, runtime, True, cfg.tta_translate)}
 
 
 def headline(m: dict) -> tuple[float, str]:

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ..inference import predict_logits
+from ..inference import predict_logits, tta_views
 from .loop import train_one_epoch
 
 
@@ -43,7 +43,7 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     eval_ips = len(eval_images) / (time.perf_counter() - t0)
 
     epoch_s = len(train_idx) / train_ips + n_val / eval_ips
-    passes = 1 + (2 + (4 if cfg.tta_translate else 0) if cfg.tta else 0)  # the plain figure + the TTA views
+    passes = 1 + (tta_views(cfg.tta_translate) if cfg.tta else 0)  # the single-view figure + the TTA views
     final_eval_s = n_test / eval_ips * passes + 5.0  # + loading and writing files
     calibration_s = time.perf_counter() - t_start
     available = cfg.time_budget * 60 - spent_s - calibration_s - final_eval_s

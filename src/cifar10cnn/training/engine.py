@@ -120,7 +120,7 @@ def resume_state(run: Run) -> TrainState:
     saved = load_checkpoint(checkpoint_path(run.out), p.model, p.optimizer, p.extra)
     sched = schedule_steps(run.cfg.warmup_fraction, run.cfg.warmup_epochs, saved["planned_epochs"],
                            run.steps_per_epoch)
-    state = TrainState.from_dict(saved, run.steps_per_epoch, sched)
+    state = TrainState.from_dict(saved, sched)
     if p.lookahead is not None:
         p.lookahead.started = state.lookahead_started
     console.print(f"resuming {run.out} after epoch {state.epoch}")

@@ -42,7 +42,7 @@ class TrainState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, steps_per_epoch: int, schedule: dict) -> TrainState:
+    def from_dict(cls, d: dict, schedule: dict) -> TrainState:
         """From a checkpoint's JSON; checkpoints written before the schedule was saved lay it as they did."""
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
