@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/fast_recipe.py final [--seeds 0 1 2] [--epochs E]
         `cifar10cnn train --recipe fast --final --seed S` per seed: test accuracy (multi-crop TTA and
-        without), wall time, mean ± std; with --epochs, the recipe shortened to E epochs (`--set epochs=E`)
+        single view), wall time, mean ± std; with --epochs, the recipe shortened to E epochs (`--set epochs=E`)
     .venv/bin/python benchmarks/fast_recipe.py budget [--minutes 5 10]
         `cifar10cnn train --recipe fast --final --time-budget M`, seed 0
     .venv/bin/python benchmarks/fast_recipe.py switches [--minutes 5] [--only NAME ...]

@@ -14,8 +14,10 @@ The runs (each `cifar10cnn train` through the library, on real CIFAR-10, seed 0)
 What is hashed: the weights (every tensor of model.safetensors, by name; the file's metadata may gain
 fields) and the figures (test accuracy single-view and with TTA, test loss, per-class accuracy and
 confusion matrix of the headline evaluation, epochs, best epoch, best validation accuracy, trainable
-parameters, and history.csv without its timing columns), read through `figures()`, which understands
-every metrics.json schema the project has written. Timings are never hashed.
+parameters, and history.csv without its timing columns), read through `runs.read_metrics`, which
+understands every metrics.json schema the project has written. Timings are never hashed. (The kept hashes
+were recorded at commit 3e3bb9e, before the engine refactor, with this script as of commit d27389c, which
+also drove that older `train(on_epoch=...)`.)
 """
 
 from __future__ import annotations
@@ -64,21 +66,16 @@ def weights_hash(path: Path) -> str:
 
 
 def figures(run: Path) -> dict:
-    """The run's figures, schema-independent: the old metrics.json put the TTA figure in `test_accuracy`
-    (and the single view in `test_accuracy_no_tta`); the current one keeps `test_accuracy` single-view and
-    adds `test_accuracy_tta` with the TTA evaluation's details under `tta`."""
-    m = json.loads((run / "metrics.json").read_text())
-    if "test_accuracy_tta" in m:  # current schema
-        single, tta = m["test_accuracy"], m["test_accuracy_tta"]
-        head = m["tta"] if tta is not None else m
-    elif "test_accuracy_no_tta" in m:  # schema before the engine refactor, TTA run
-        single, tta, head = m["test_accuracy_no_tta"], m["test_accuracy"], m
-    else:
-        single, tta, head = m["test_accuracy"], None, m
+    """The run's figures through `read_metrics` (which reads every metrics.json schema the project has
+    written as the current one): single view, TTA, and the headline evaluation's details."""
+    from cifar10cnn.runs import read_metrics
+
+    m = read_metrics(run)
+    head = m["tta"] if m["test_accuracy_tta"] is not None else m
     with open(run / "history.csv", newline="") as f:
         history = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
     return {
-        "test_accuracy": single, "test_accuracy_tta": tta,
+        "test_accuracy": m["test_accuracy"], "test_accuracy_tta": m["test_accuracy_tta"],
         "headline_test_loss": head.get("test_loss"),
         "headline_per_class_accuracy": head["per_class_accuracy"],
         "headline_confusion_matrix": head["confusion_matrix"],
@@ -88,25 +85,15 @@ def figures(run: Path) -> dict:
 
 
 def _train(cfg, out: Path, data, stop_after: int | None = None, resume: bool = False):
-    """`train` through whichever entry point this version of the code has."""
-    try:
-        from cifar10cnn.training.engine import train  # after the engine refactor
-        from cifar10cnn.training.hooks import Hook
+    from cifar10cnn.training.engine import train
+    from cifar10cnn.training.hooks import Hook
 
-        class StopAfter(Hook):
-            def on_epoch_end(self, state, row) -> None:
-                if stop_after is not None and row["epoch"] >= stop_after:
-                    raise Stop
-
-        return train(cfg, out, data=data, resume=resume, hooks=[StopAfter()])
-    except ImportError:
-        from cifar10cnn.training.engine import train
-
-        def on_epoch(row: dict) -> None:
+    class StopAfter(Hook):
+        def on_epoch_end(self, run, row) -> None:
             if stop_after is not None and row["epoch"] >= stop_after:
                 raise Stop
 
-        return train(cfg, out, data=data, resume=resume, on_epoch=on_epoch)
+    return train(cfg, out, data=data, resume=resume, hooks=[StopAfter()])
 
 
 def run_case(name: str, data, work: Path) -> dict:
