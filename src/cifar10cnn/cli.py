@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -129,13 +131,29 @@ def _add_export(sub) -> None:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="HTTP service + web page for a trained run (FastAPI + uvicorn)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only; "
+                                                        "any other needs --token or --insecure)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=64, help="images per forward pass at most (default 64)")
     p.add_argument("--max-delay-ms", type=float, default=5.0, help="wait for more requests at most this long (5)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="request body limit in MB (default 8)")
     p.add_argument("--max-files", type=int, default=64, help="images per request at most (default 64)")
     p.add_argument("--max-queue", type=int, default=1024, help="queued images before answering 503 (default 1024)")
+    p.add_argument("--max-inflight", type=int, default=64, help="API requests served at once before answering "
+                                                                 "503 (default 64)")
+    p.add_argument("--max-decode-mb", type=float, default=128.0,
+                   help="memory for decoding images at once, and for one image at most (default 128)")
+    p.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads (default 2)")
+    p.add_argument("--read-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a whole request (default 30)")
+    p.add_argument("--token", default=os.environ.get("CIFAR10CNN_TOKEN"),
+                   help="require `Authorization: Bearer TOKEN` on /v1/ (default: $CIFAR10CNN_TOKEN)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also accept requests for this Host name (default: loopback names only when bound to "
+                        "loopback; any name otherwise)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="URL",
+                   help="let pages from this origin call the API, e.g. https://example.org (default: none)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="inference engine; auto (default): onnxruntime when installed (measured faster for "
                         "serving), else torch")
@@ -469,25 +487,51 @@ def cmd_export(args) -> None:
         raise UserError(f"the exported model does not match PyTorch; {path} kept for inspection")
 
 
+def _serve_access(args):
+    from .serving.guard import LOOPBACK_NAMES, Access, is_loopback
+
+    loopback = is_loopback(args.host)
+    if not loopback and not args.token and not args.insecure:
+        raise UserError(f"--host {args.host} lets other machines call the service: set --token (or "
+                        f"$CIFAR10CNN_TOKEN), or pass --insecure to serve without authentication")
+    if args.token is not None and len(args.token) < 16:
+        raise UserError("--token must be at least 16 characters (e.g. python -c \"import secrets; "
+                        "print(secrets.token_urlsafe())\")")
+    hosts = [*LOOPBACK_NAMES, *args.allow_host] if loopback or args.allow_host else ["*"]
+    return Access(allowed_hosts=hosts, token=args.token or None, cors_origins=args.cors_origin,
+                  max_inflight=args.max_inflight)
+
+
 def cmd_serve(args) -> None:
     try:
-        import uvicorn
-
         from .serving.app import Limits, create_app
+        from .serving.server import run_server
     except ImportError as e:
         raise UserError(f"serving needs the serve extra ({e.name} missing): pip install 'cifar10cnn[serve]'") from None
-    for name in ("max_batch", "max_files", "max_queue", "port"):
+    for name in ("max_batch", "max_files", "max_queue", "max_inflight", "decode_threads"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
-    if args.max_upload_mb <= 0 or args.max_delay_ms < 0:
-        raise UserError("--max-upload-mb must be positive and --max-delay-ms >= 0")
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    if not (args.max_upload_mb > 0 and args.max_decode_mb > 0 and args.read_timeout > 0 and args.max_delay_ms >= 0):
+        raise UserError("--max-upload-mb, --max-decode-mb and --read-timeout must be positive, --max-delay-ms >= 0")
     if not args.run_dir.is_dir():
         raise UserError(f"run folder not found: {args.run_dir}")
-    limits = Limits(max_body_bytes=int(args.max_upload_mb * 1024 * 1024), max_files=args.max_files,
-                    max_queue_images=args.max_queue)
-    app = create_app(args.run_dir, args.max_batch, args.max_delay_ms, limits, args.backend)
-    console.print(f"serving {args.run_dir} on http://{args.host}:{args.port}  (page: /, API docs: /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    access = _serve_access(args)
+    try:  # one clear line now, rather than uvicorn's log after the model has loaded
+        socket.create_server((args.host, args.port)).close()
+    except OSError as e:
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+    limits = Limits(max_body_bytes=int(args.max_upload_mb * 2**20), max_files=args.max_files,
+                    max_queue_images=args.max_queue, max_decode_bytes=int(args.max_decode_mb * 2**20),
+                    decode_threads=args.decode_threads)
+    app = create_app(args.run_dir, args.max_batch, args.max_delay_ms, limits, args.backend, access)
+    page = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
+    if access.token:
+        page += "#token=" + access.token
+    console.print(f"serving {args.run_dir} on {args.host}:{args.port}  page: {page}  API docs: /docs"
+                  + ("  (no authentication: --insecure)" if args.insecure and not access.token else ""))
+    run_server(app, args.host, args.port, read_timeout=args.read_timeout)
 
 
 def cmd_loadtest(args) -> None:

@@ -1,9 +1,15 @@
-"""Users' image files → 32×32 RGB uint8, the way `predict` (and later `serve`) reads them.
+"""Users' image files → 32×32 RGB uint8, the way `predict` and `serve` read them.
 
-Resizing, said once: the EXIF orientation is applied, the image is converted to RGB
-(grayscale, palette, RGBA on white, CMYK, 16-bit), the shorter side is scaled to 32 pixels with
-an antialiasing filter, and the central 32×32 square is kept (the shape of CIFAR images: an
-object in the middle of a square). A 32×32 image passes through unchanged, bit for bit.
+Resizing, said once: the central square of the image (its shorter side) is scaled to 32×32 with an
+antialiasing filter (the shape of CIFAR images: an object in the middle of a square), then the
+EXIF orientation is applied and the result converted to RGB (grayscale, palette, transparency on
+white, CMYK, 16-bit scaled to 8). A 32×32 image passes through unchanged, bit for bit.
+
+Memory is bounded *before* anything is decoded, from the header alone: at most `max_pixels` pixels,
+and at most `max_decode_bytes` for the decoded image (Pillow's own size of it). Large JPEGs are
+decoded already shrunk (DCT scaling, `draft`), 16-bit grayscale PNGs straight into 8 bits, and every
+step after the decoder works on the central square or on the 32×32 result — never on a copy of the
+whole picture made larger (a 1×150,000 strip is one 1×1 square, not 32×4.8 M pixels).
 
 Every failure is an `ImageError` with a one-line reason; a bad file never stops a batch.
 """
@@ -11,37 +17,92 @@ Every failure is an `ImageError` with a one-line reason; a bad file never stops 
 from __future__ import annotations
 
 import io
+import math
+import struct
+import threading
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 SIZE = 32
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "MPO")
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
+MAX_DECODE_BYTES = 128 * 2**20  # one image's decoded size at most, after shrink-on-load
+DRAFT_SIDE = 8 * SIZE  # a JPEG whose shorter side exceeds 2× this is decoded shrunk, to at least this
+ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}  # EXIF orientation tag 0x0112 → the transposition that undoes it
+CONVERT_FIRST = {"P": "RGBA", "PA": "RGBA", "1": "L"}  # modes Pillow resizes only with NEAREST
 
 
 class ImageError(ValueError):
-    """Why one image could not be read. `kind`: missing | empty | unsupported | too_large | damaged."""
+    """Why one image could not be read. `kind`: missing | empty | unsupported | too_large | damaged | unreadable."""
 
     def __init__(self, message: str, kind: str = "damaged") -> None:
         super().__init__(message)
         self.kind = kind
 
 
+class MemoryBudget:
+    """Bytes that concurrent decodes may hold at once; a decode waits until its share is free.
+
+    One image asks for at most the whole budget, so it never waits forever; several small ones
+    decode side by side. `serve` shares one budget between its decode threads.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+        self._free = threading.Condition()
+
+    def hold(self, n: int) -> AbstractContextManager[None]:
+        budget = self
+
+        class _Held:
+            def __enter__(self) -> None:
+                with budget._free:
+                    budget._free.wait_for(lambda: budget.used == 0 or budget.used + n <= budget.total)
+                    budget.used += n
+
+            def __exit__(self, *_exc) -> None:
+                with budget._free:
+                    budget.used -= n
+                    budget._free.notify_all()
+
+        return _Held()
+
+
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """Pillow's memory for an image: 1 byte per pixel (L, P, 1), 2 (16-bit), else 4 (every multi-band mode)."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    extra = width * height * 4 if mode in CONVERT_FIRST else 0
+    return width * height * per_pixel + extra
+
+
+def _shrink_on_load(img: Image.Image) -> None:
+    """Ask the decoder for less: JPEGs at a reduced scale, 16-bit gray PNGs as 8 bits (the high byte)."""
+    w, h = img.size
+    if img.format in ("JPEG", "MPO") and min(w, h) > 2 * DRAFT_SIDE:
+        scale = DRAFT_SIDE / min(w, h)
+        img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))  # the result is at least this size
+    elif img.format == "PNG" and img.mode == "I;16" and len(img.tile) == 1 and img.tile[0].args == "I;16B":
+        img._mode = "L"  # Pillow's "L;16B" unpacker keeps the high byte: 1 byte per pixel, no 16-bit copy
+        img.tile = [img.tile[0]._replace(args="L;16B")]
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit (or 32-bit int) grayscale: scale to 8 bits instead of clipping at 255
+    """A 32×32 image in any mode → RGB: high bit depths scaled (not clipped), transparency on white."""
+    if img.mode.startswith("I") or img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(np.rint(a * 255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB")
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if a.max() <= 1.0 else 1.0
+        if img.mode == "F":
+            scale = 255.0 if a.max() <= 1.0 else 1.0
+        else:
+            scale = 255.0 / (65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0)
         return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -49,64 +110,97 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def fit_32(img: Image.Image) -> Image.Image:
-    """Scale the shorter side to 32 (antialiased) and keep the central 32×32 square."""
+    """The central square (the shorter side), scaled to 32×32 (antialiased). Output only 32×32 is allocated."""
     w, h = img.size
     if (w, h) == (SIZE, SIZE):
         return img
-    scale = SIZE / min(w, h)
-    nw, nh = max(SIZE, round(w * scale)), max(SIZE, round(h * scale))
-    img = img.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    left, top = (nw - SIZE) // 2, (nh - SIZE) // 2
-    return img.crop((left, top, left + SIZE, top + SIZE))
+    if img.mode in CONVERT_FIRST:
+        img = img.convert(CONVERT_FIRST[img.mode] if img.mode != "P" or "transparency" in img.info else "RGB")
+    s = min(w, h)
+    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+    return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
-def decode_image(source: bytes | str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode one image (bytes or a path) → 32×32×3 uint8 array, or raise ImageError."""
+def _open(source: bytes | str | Path) -> Image.Image:
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.exists():
-            raise ImageError("no such file", "missing")
-        if path.stat().st_size == 0:
-            raise ImageError("empty file (0 bytes)", "empty")
-        source = path.read_bytes()
-    elif len(source) == 0:
+        try:
+            if path.stat().st_size == 0:
+                raise ImageError("empty file (0 bytes)", "empty")
+            return Image.open(path)  # lazy: reads the header, the pixels only when loaded
+        except FileNotFoundError:
+            raise ImageError("no such file", "missing") from None
+        except PermissionError:
+            raise ImageError("permission denied", "unreadable") from None
+        except IsADirectoryError:
+            raise ImageError("a folder, not an image file", "unsupported") from None
+    if len(source) == 0:
         raise ImageError("empty file (0 bytes)", "empty")
+    return Image.open(io.BytesIO(source))
+
+
+def decode_image(source: bytes | str | Path, max_pixels: int = MAX_PIXELS,
+                 max_decode_bytes: int = MAX_DECODE_BYTES, budget: MemoryBudget | None = None) -> np.ndarray:
+    """Decode one image (bytes or a path) → 32×32×3 uint8 array, or raise ImageError.
+
+    With a `budget`, the decoded size is held from it while the image is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(source))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"image too large ({w}×{h} = {w * h:,} pixels, limit {max_pixels:,})", "too_large")
-            if img.format not in ("PNG", "JPEG", "BMP", "WEBP", "MPO"):
-                raise ImageError(f"unsupported image format {img.format}; use PNG, JPEG, BMP or WebP", "unsupported")
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(fit_32(_to_rgb(img)), dtype=np.uint8)
+            with _open(source) as img:
+                return _decode(img, max_pixels, max_decode_bytes, budget)
         except ImageError:
             raise
         except UnidentifiedImageError:
             raise ImageError("not an image (or an unsupported format)", "unsupported") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageError(f"image too large (decompression bomb): {e}", "too_large") from None
-        except (OSError, ValueError, SyntaxError) as e:
+        except MemoryError:
+            raise ImageError("not enough memory to decode this image", "too_large") from None
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
             raise ImageError(f"damaged image: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _decode(img: Image.Image, max_pixels: int, max_decode_bytes: int, budget: MemoryBudget | None) -> np.ndarray:
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"image too large ({w}×{h} = {w * h:,} pixels, limit {max_pixels:,})", "too_large")
+    if img.format not in FORMATS:
+        raise ImageError(f"unsupported image format {img.format}; use PNG, JPEG, BMP or WebP", "unsupported")
+    _shrink_on_load(img)
+    need = decoded_bytes(img.mode, *img.size)
+    if need > max_decode_bytes:
+        raise ImageError(f"image too large to decode: {img.mode} {img.size[0]}×{img.size[1]} needs "
+                         f"{need / 2**20:,.0f} MiB (limit {max_decode_bytes / 2**20:,.0f} MiB)", "too_large")
+    with budget.hold(need) if budget is not None else nullcontext():
+        img.load()
+        orientation = img.getexif().get(0x0112)
+        out = fit_32(img)
+        if orientation in ORIENTATION:
+            out = out.transpose(ORIENTATION[orientation])
+        array = np.array(_to_rgb(out), dtype=np.uint8)
+        img.close()  # the decoded pixels go back before the budget does
+    return array
 
 
 def expand_paths(paths: list[str | Path]) -> list[tuple[Path, str | None]]:
     """Files and folders → [(file, None) for images] + [(path, reason) for what cannot be read].
 
-    Folders are searched recursively for files with an image extension, in sorted order.
+    Folders are searched recursively for files with an image extension, in sorted order; a folder
+    that cannot be listed (permissions, a symlink loop) is one reason, not a crash.
     """
     out: list[tuple[Path, str | None]] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
-            if not files:
-                out.append((p, f"folder has no images ({', '.join(sorted(EXTENSIONS))})"))
-            out.extend((f, None) for f in files)
-        elif p.exists():
-            out.append((p, None))
-        else:
-            out.append((p, "no such file or folder"))
+        try:
+            if p.is_dir():
+                files = sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file())
+                if not files:
+                    out.append((p, f"folder has no images ({', '.join(sorted(EXTENSIONS))})"))
+                out.extend((f, None) for f in files)
+            elif p.exists():
+                out.append((p, None))
+            else:
+                out.append((p, "no such file or folder"))
+        except OSError as e:  # ELOOP, EACCES while walking
+            out.append((p, f"cannot read this path: {e.strerror or e}"))
     return out

@@ -7,10 +7,16 @@
     GET  /                the web page;  GET /docs  OpenAPI docs
 
 Limits (each a JSON error {"error": {"status", "message"}}): request body size, checked while
-reading (413); files per request (413); pixels per image (413, decompression bombs); not an image
-or an unsupported type (415); a damaged image (422); a full request queue (503 + Retry-After).
-Preprocessing is `predict`'s (`decode_image`), the model is the run's best weights. No name or path
-from a request is ever used on the file system: uploads are read into memory and decoded there.
+reading (413); files per request (413); pixels per image and decoded bytes per image, both from the
+header before decoding (413); not an image or an unsupported type (415); a damaged image (422);
+requests in flight and a full request queue (503 + Retry-After). Who may call, and the slow-client
+limits, are in guard.py and server.py.
+
+Memory is bounded: at most `max_inflight` requests hold a body (≤ `max_body_bytes`, one copy once
+the form is parsed), and all decoding runs in `decode_threads` threads off the event loop that
+share one `max_decode_bytes` budget — so a request for `/healthz` is answered while large uploads
+decode. Preprocessing is `predict`'s (`decode_image`), the model is the run's best weights. No name
+or path from a request is ever used on the file system: uploads are decoded in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import asyncio
 import base64
 import contextlib
 import io
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,16 +38,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
-from ..data.images import MAX_PIXELS, ImageError, decode_image
+from ..data.images import MAX_DECODE_BYTES, MAX_PIXELS, ImageError, MemoryBudget, decode_image
 from ..errors import UserError
 from ..evaluation.explain import grad_cam, overlay_png
 from ..inference import predict_logits
 from ..runs import load_run_model, read_metrics
 from .batcher import DynamicBatcher, QueueFull
+from .guard import Access, Guard
 
 PAGE = Path(__file__).parent / "page" / "index.html"
 STATUS_FOR_IMAGE_ERROR = {"unsupported": 415, "too_large": 413}  # other kinds: 422
+log = logging.getLogger("cifar10cnn.serve")
 
 
 @dataclass
@@ -47,6 +58,8 @@ class Limits:
     max_body_bytes: int = 8 * 1024 * 1024
     max_files: int = 64
     max_pixels: int = MAX_PIXELS
+    max_decode_bytes: int = MAX_DECODE_BYTES
+    decode_threads: int = 2
     max_queue_images: int = 1024
 
 
@@ -116,13 +129,12 @@ async def read_limited(request: Request, limits: Limits) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise ApiError(413, f"request body {int(declared):,} bytes exceeds the limit of {limits.max_body_bytes:,}")
-    chunks, size = [], 0
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
+        if len(body) + len(chunk) > limits.max_body_bytes:
             raise ApiError(413, f"request body exceeds the limit of {limits.max_body_bytes:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return bytes(body)
 
 
 async def uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
@@ -142,6 +154,9 @@ async def uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
         form = await request.form(max_files=limits.max_files + 1, max_fields=limits.max_files + 16)
     except Exception as e:  # malformed multipart or over Starlette's count
         raise ApiError(413 if "Too many" in str(e) else 400, f"bad multipart body: {e}") from None
+    finally:
+        request._body = b""  # the parts now hold the files: drop the raw body
+    del body
     files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     if len(files) > limits.max_files:
         raise ApiError(413, f"too many files: {len(files)} (limit {limits.max_files})")
@@ -152,11 +167,11 @@ async def uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
     return out
 
 
-def decode_all(files: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
+def decode_all(files: list[tuple[str, bytes]], limits: Limits, budget: MemoryBudget | None = None) -> np.ndarray:
     arrays = []
     for name, blob in files:
         try:
-            arrays.append(decode_image(blob, limits.max_pixels))
+            arrays.append(decode_image(blob, limits.max_pixels, limits.max_decode_bytes, budget))
         except ImageError as e:
             raise ApiError(STATUS_FOR_IMAGE_ERROR.get(e.kind, 422), f"{name}: {e}") from None
     return np.stack(arrays)
@@ -197,6 +212,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_request, exc: ApiError):
         return _error(exc.status, exc.message, exc.headers)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request, _exc: ClientDisconnect):
+        client = request.client
+        log.warning("client %s disconnected before its request was read", f"{client.host}:{client.port}"
+                    if client else "?")
+        return _error(400, "client disconnected")
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
@@ -205,19 +227,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, limits: Limits | None = None,
-               backend: str = "auto") -> FastAPI:
+               backend: str = "auto", access: Access | None = None) -> Guard:
+    """The service for one run: the FastAPI app behind its `Guard` (host, origin, token, requests in flight)."""
     run_dir = Path(run_dir)
-    limits = limits or Limits()
+    limits, access = limits or Limits(), access or Access()
     infer, model, meta, rt, backend_desc = make_infer(run_dir, backend)
     classes: list[str] = meta["classes"]
     batcher = DynamicBatcher(infer, max_batch, max_delay_ms, limits.max_queue_images)
     card = model_card(run_dir, model, meta, backend_desc, max_batch, max_delay_ms, limits)
+    card["access"] = access.describe()
+    decoder = ThreadPoolExecutor(limits.decode_threads, thread_name_prefix="decode")
+    budget = MemoryBudget(limits.max_decode_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         await batcher.start()
         yield
         await batcher.stop()
+        decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="cifar10cnn", version="1", lifespan=lifespan,
                   description=f"CIFAR-10 classifier `{meta.get('model')}` from run `{run_dir.name}`.")
@@ -242,15 +269,16 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
             raise ApiError(422, f"top_k must be between 1 and {len(classes)}, got {top_k}")
         t0 = time.perf_counter()
         files = await uploads(request, limits)
-        total = sum(len(b) for _, b in files)
-        images = decode_all(files, limits) if total < 256 * 1024 else await asyncio.to_thread(decode_all, files, limits)
+        images = await asyncio.get_running_loop().run_in_executor(decoder, decode_all, files, limits, budget)
+        names = [name for name, _ in files]
+        del files  # only the 32×32 arrays from here on
         try:
             probs = await batcher.submit(images)
         except QueueFull as e:
             raise ApiError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]  # ties → lower index, like argmax
         results = [{"file": name, "top_k": [{"class": classes[c], "probability": round(float(p[c]), 6)} for c in idx]}
-                   for (name, _), p, idx in zip(files, probs, order, strict=True)]
+                   for name, p, idx in zip(names, probs, order, strict=True)]
         if explain:
             # Grad-CAM runs on the model thread, never concurrently with a batched forward pass
             extra = await batcher.run_exclusive(explain_images, model, rt, images, order[:, 0])
@@ -260,4 +288,6 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
         return JSONResponse({"model": meta.get("model"), "predictions": results,
                              "time_ms": round((time.perf_counter() - t0) * 1000, 2)})
 
-    return app
+    guard = Guard(app, access)
+    guard.state = app.state
+    return guard
