@@ -23,6 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cifar10cnn.data.images import decode_image  # noqa: E402
 from cifar10cnn.models import list_models  # noqa: E402
 from cifar10cnn.serving.app import Limits, create_app  # noqa: E402
+
+LOCAL = "http://localhost"  # the guard serves loopback Host names only
 from cifar10cnn.serving.batcher import DynamicBatcher, QueueFull  # noqa: E402
 
 from .conftest import cli  # noqa: E402
@@ -44,7 +46,7 @@ def _png(array: np.ndarray, size: int | None = None) -> bytes:
 def client(quick_run):
     app = create_app(quick_run, max_batch=16, max_delay_ms=2, backend="torch",
                      limits=Limits(max_body_bytes=64 * 1024, max_files=4, max_pixels=1_000_000))
-    with TestClient(app, base_url="http://localhost") as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -246,7 +248,7 @@ def test_onnx_backend_agrees_with_torch(quick_run, onnx_file, test_pngs):
     shutil.copy(onnx_file, quick_run / "model.onnx")
     try:
         auto, torch_app = create_app(quick_run, backend="auto"), create_app(quick_run, backend="torch")
-        with TestClient(auto, base_url="http://localhost") as c, TestClient(torch_app, base_url="http://localhost") as t:
+        with TestClient(auto, base_url=LOCAL) as c, TestClient(torch_app, base_url=LOCAL) as t:
             files = [("files", (f"{i}.png", test_pngs[i], "image/png")) for i in range(8)]
             a = c.post("/v1/predict", files=files).json()
             b = t.post("/v1/predict", files=files).json()
