@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import read_json
 from .recipes import get_recipe
 
 
@@ -75,7 +76,9 @@ class RunConfig:
     time_budget: float | None = None  # minutes for the whole run; sets epochs from measured speed
     final: bool = False  # train on all 50,000 training images with fixed settings (no validation split)
 
-    def validate(self) -> RunConfig:
+    def validate(self, check_paths: bool = True) -> RunConfig:
+        """Refuse any setting out of range (one line naming it); check_paths=False for a finished run's
+        config, whose init_from folder may since have gone."""
         from .models import list_models
 
         if self.model not in list_models():
@@ -120,7 +123,7 @@ class RunConfig:
             raise UserError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
         if not self.backbone_lr_scale > 0:
             raise UserError(f"backbone_lr_scale must be > 0, got {self.backbone_lr_scale}")
-        if self.init_from is not None and not (
+        if check_paths and self.init_from is not None and not (
                 isinstance(self.init_from, str) and (Path(self.init_from) / "model.safetensors").is_file()):
             raise UserError(f"init_from {self.init_from!r} is not a run folder with a model.safetensors")
         if self.linear_probe and (self.ema_decay or self.crop_padding or self.cutout or self.flip != "none"):
@@ -144,7 +147,11 @@ class RunConfig:
         cfg = cls(**d)
         for f in dataclasses.fields(cls):  # JSON and --set give loose types; check them once here
             value, default = getattr(cfg, f.name), getattr(cls(), f.name)
-            if value is None or default is None or isinstance(default, dict):
+            if isinstance(default, dict):
+                if not isinstance(value, dict):
+                    raise UserError(f"config field {f.name} must be a JSON object, got {value!r}")
+                continue
+            if value is None or default is None:
                 continue
             if isinstance(default, bool) and not isinstance(value, bool):
                 raise UserError(f"config field {f.name} must be true or false, got {value!r}")
@@ -182,25 +189,24 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def read_config_file(path: Path) -> dict:
     """A run's config.json (its "config" part) or a plain JSON object of config fields."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"--config {path} not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"--config {path} is not valid JSON ({e})") from None
-    doc = doc.get("config", doc) if isinstance(doc, dict) else doc
+    doc = read_json(path, "config file (--config)")
+    doc = doc.get("config", doc)
     if not isinstance(doc, dict):
         raise UserError(f"--config {path} must hold a JSON object of config fields")
     return doc
 
 
 def load_run_config(run_dir: Path) -> tuple[RunConfig, dict]:
-    """(config, the whole config.json) of a run folder."""
+    """(config, the whole config.json) of a run folder, validated like a new run's."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run folder (no config.json)")
+    doc = read_json(path, "run config")
+    if not isinstance(doc.get("config"), dict):
+        raise UserError(f"{path} is not a valid run config (no \"config\" object)")
     try:
-        doc = json.loads(path.read_text())
-        return RunConfig.from_dict(doc["config"]), doc
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        return RunConfig.from_dict(doc["config"]).validate(check_paths=False), doc
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:
         raise UserError(f"{path} is not a valid run config ({e})") from None

@@ -1,17 +1,22 @@
-"""Atomic file writes: write a temp file in the same folder, fsync, then rename over the target.
+"""Files written and read safely.
 
-A reader (or a run killed half-way) sees either the old file or the new one, never a torn one.
+Atomic writes: a temp file in the same folder, fsync, then rename over the target; a reader (or a
+run killed half-way) sees either the old file or the new one, never a torn one. `file_lock`: one
+process at a time (a run folder, the data cache). `read_json`: bounded and validated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from .errors import UserError
 
 
 def _umask() -> int:
@@ -61,3 +66,78 @@ def csv_text(rows: list[dict], fields: list[str] | None = None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing; the OS drops it when the process dies).
+
+    busy=None waits for the lock; otherwise a held lock is `UserError(busy)` at once, with "{pid}"
+    in `busy` replaced by the process holding it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        if not _lock(f, wait=busy is None):
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise UserError(busy.replace("{pid}", holder))
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            _unlock(f)
+
+
+def _lock(f, wait: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlock(f) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def read_json(path: str | Path, what: str, max_bytes: int = 64 * 2**20) -> dict:
+    """A JSON object from a file; missing, too large, binary, truncated, too deeply nested or not an object
+    is one clear UserError naming the file and the problem."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UserError(f"{path} is not a valid {what} ({size:,} bytes; a {what} is at most {max_bytes:,})")
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no {what} at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{path} is not a valid {what} ({reason or type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} is not a valid {what} (not a JSON object)")
+    return doc

@@ -19,8 +19,8 @@ recipe) to this schema, so every reader sees one meaning.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from .config import RunConfig, load_run_config
 from .data.cifar10 import CIFAR10
 from .errors import UserError
 from .evaluation.metrics import classification_metrics
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, file_lock, read_json
 from .inference import evaluate, tta_views
 from .models import build_classifier, trainable_params
 from .progress import image_progress
@@ -39,7 +39,7 @@ from .runtime import Runtime, resolve_runtime
 from .weights import load_into, read_weights
 
 RUN_FILES = ["config.json", "history.csv", "model.safetensors", "metrics.json", "checkpoint", "report.html",
-             "model.onnx", "tensorboard"]
+             "model.onnx", "tensorboard", "diverged.json"]
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                   "images_per_s", "train_eval_loss", "train_eval_accuracy"]
 METRICS_SCHEMA = 2
@@ -54,10 +54,47 @@ def checkpoint_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoint" / "last.safetensors"
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with `out`: 'new', 'overwrite', 'resume' or 'finished'. Refuses to clobber results."""
+def staging_dir(out: Path) -> Path:
+    """Where `train --overwrite` builds the new run until its first checkpoint (then it replaces `out`)."""
+    return out.parent / f".{out.name}.new"
+
+
+def lock_path(out: Path) -> Path:
+    """The lock held by the process training `out` (beside it: it survives the folder being replaced)."""
+    return out.parent / f".{out.name}.lock"
+
+
+def run_lock(out: Path, wait: bool = False):
+    """One process trains a run folder at a time: a second one is refused in one line (or waits)."""
+    busy = None if wait else (f"another process (pid {{pid}}) is training {out}; wait for it to finish or "
+                              f"choose another --out")
+    return file_lock(lock_path(out), busy)
+
+
+def run_folder_problem(out: Path) -> str | None:
+    """Why `out` is not a folder a cifar10cnn run wrote, or None when it is one (and only one)."""
+    try:
+        doc = read_json(out / "config.json", "run config")
+    except UserError as e:
+        return str(e)
+    if not isinstance(doc.get("config"), dict) or "cifar10cnn" not in doc:
+        return "its config.json was not written by cifar10cnn"
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in RUN_FILES and not (p.name.startswith("report_") and p.suffix == ".png"))
+    if foreign:
+        return f"it also holds {', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}"
+    return None
+
+
+def prepare_run_dir(out: Path, resume: bool | str, overwrite: bool) -> str:
+    """Decide what to do with `out`: 'new', 'overwrite', 'resume' or 'finished'. Refuses to clobber results.
+
+    resume="auto": whatever `out` holds (new, unfinished → resume, finished) — for callers that share a
+    folder between processes, deciding only once they hold its lock."""
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
+    if resume == "auto":
+        resume = (out / "config.json").is_file()
     if not out.exists():
         if resume:
             raise UserError(f"nothing to resume: {out} does not exist")
@@ -71,8 +108,9 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> str:
             raise UserError(f"nothing to resume: {out} has no config.json")
         return "finished" if finished else "resume"
     if overwrite:
-        if any(out.iterdir()) and not has_config:
-            raise UserError(f"--out {out} is not a cifar10cnn run folder; refusing to overwrite it")
+        problem = run_folder_problem(out) if any(out.iterdir()) else None
+        if problem:
+            raise UserError(f"--out {out} is not a cifar10cnn run folder ({problem}); refusing to overwrite it")
         return "overwrite"
     if finished:
         raise UserError(f"{out} already holds a finished run; use --overwrite to replace it or choose another --out")
@@ -83,10 +121,14 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> str:
     return "new"
 
 
-def clear_run_files(out: Path) -> None:
-    """--overwrite: remove what a previous run wrote (only now that the new run's parts are known to be good)."""
-    for p in [*(out / name for name in RUN_FILES), *out.glob("report_*.png")]:
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+def replace_run(target: Path, new: Path) -> None:
+    """Move the finished-enough run `new` onto `target`, whose old run goes only after the move."""
+    aside = target.parent / f".{target.name}.old"
+    shutil.rmtree(aside, ignore_errors=True)
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_config(out: Path, cfg: RunConfig, runtime: Runtime, data: dict, trainable: int) -> None:
@@ -98,20 +140,6 @@ def write_config(out: Path, cfg: RunConfig, runtime: Runtime, data: dict, traina
         "cifar10cnn": code["version"], "code": code,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A JSON object from a run folder; a missing, truncated or foreign file is one clear UserError."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"no {what} at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise UserError(f"{path} is not a valid {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                        ) from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path} is not a valid {what} (not a JSON object)")
-    return doc
 
 
 def upgrade_metrics(m: dict) -> dict:

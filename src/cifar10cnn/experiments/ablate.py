@@ -19,14 +19,13 @@ Analysis: experiments/claims.py. Output: claims.md, claims.html (plots embedded)
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, read_json
 from ..progress import console
 from .records import run_name, run_state
 
@@ -95,7 +94,7 @@ class AblationSettings:
 def _check_settings(out: Path, settings: AblationSettings) -> None:
     path = out / "experiment.json"
     if path.is_file():
-        saved = json.loads(path.read_text()).get("settings", {})
+        saved = read_json(path, "ablation record").get("settings", {})
         if saved != asdict(settings):
             diff = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in asdict(settings).items() if saved.get(k) != v)
             raise UserError(f"{out} holds an ablation with other settings ({diff}); finished runs would not be "

@@ -21,7 +21,6 @@ same budget (the same --time-budget, or each one's best epoch count) and evaluat
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
-from ..fileio import atomic_write, atomic_write_json, atomic_write_text, csv_text
+from ..fileio import atomic_write, atomic_write_json, atomic_write_text, csv_text, read_json
 from ..progress import console
 from ..runs import read_metrics
 from ..training.hooks import Hook
@@ -277,7 +276,7 @@ class Pruner(Hook):
 
 def _finished_baseline(out: Path) -> dict | None:
     path = out / "baseline.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, "tuning baseline") if path.is_file() else None
 
 
 def recipe_params(cfg: RunConfig, tune_dropout: bool) -> dict:
@@ -303,7 +302,7 @@ def _baseline(out: Path, settings: TuneSettings, runtime, data, train) -> dict:
     result = {"params": recipe_params(cfg, has_dropout(cfg.model)), "run": str(run_dir)}
     console.print(f"[bold]baseline[/bold]: the recipe's own settings {result['params']} under the same budget")
     try:
-        _, m = train(cfg, run_dir, data=data, test=False, resume=(run_dir / "config.json").is_file())
+        _, m = train(cfg, run_dir, data=data, test=False, resume="auto", wait=True)  # one worker trains it
         result.update(val_accuracy=m["best_val_accuracy"], best_epoch=m["best_epoch"], epochs=m["epochs"])
     except TrainingDiverged as e:
         result.update(val_accuracy=CHANCE, best_epoch=None, diverged=str(e))
@@ -351,8 +350,8 @@ def _final(out: Path, settings: TuneSettings, summary: dict, runtime, data, trai
         else:
             console.print(f"[bold]final ({name})[/bold]: {params} on all 50,000 training images")
             whole = replace(settings, subset=None)  # all 50,000 training images
-            _, m = train(whole.config(overrides, runtime), run_dir, data=data,
-                         resume=(run_dir / "config.json").is_file())
+            _, m = train(whole.config(overrides, runtime), run_dir, data=data, resume="auto",
+                         wait=True)  # another worker training it: wait, then read its metrics
         results[name] = {"test_accuracy": m["test_accuracy"], "epochs": m["epochs"], "run": str(run_dir),
                          "params": params}
     results["difference_points"] = round(100 * (results["best"]["test_accuracy"]

@@ -9,6 +9,7 @@ once, after training, with the best weights. The run folder's layout is in runs.
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +24,11 @@ from ..models import trainable_params
 from ..progress import Stopwatch, console, image_progress
 from ..runs import (
     checkpoint_path,
-    clear_run_files,
     default_run_dir,
     prepare_run_dir,
     read_metrics,
+    run_lock,
+    staging_dir,
     test_figures,
     write_config,
     write_metrics,
@@ -35,62 +37,75 @@ from ..runtime import resolve_runtime
 from ..weights import save_weights
 from .budget import plan_budget
 from .checkpoint import load_checkpoint
-from .hooks import BudgetReplan, Checkpoint, ConsoleLine, HistoryFile, Hook, TensorBoard, over_budget
+from .hooks import (
+    BudgetReplan,
+    Checkpoint,
+    ConsoleLine,
+    HistoryFile,
+    Hook,
+    ReplaceOld,
+    TensorBoard,
+    over_budget,
+    replace_old,
+)
 from .loop import train_one_epoch
 from .parts import build_model, build_parts, freeze_finished_groups, resident_data, schedule_lr
 from .schedule import lr_factor
 from .state import Run, TrainState, schedule_steps, steps_per_epoch
 
 
-def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool = False,
+def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool | str = False,
           overwrite: bool = False, data: CIFAR10 | None = None, hooks: Sequence[Hook] = (),
-          test: bool = True) -> tuple[Path, dict]:
+          test: bool = True, wait: bool = False) -> tuple[Path, dict]:
     """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
 
     hooks react to every epoch (see hooks.py; e.g. a tuning pruner that raises to stop the run, which
     stays resumable). test=False leaves the test set alone (tuning trials select on the validation split
-    only): metrics.json then holds the validation figures and "test_evaluated": false."""
+    only): metrics.json then holds the validation figures and "test_evaluated": false. One process trains
+    a folder at a time: another one holding it is an error, or (wait=True, resume="auto") waited for."""
     clock = Stopwatch()
     out = Path(out) if out else default_run_dir(cfg)
-    mode = prepare_run_dir(out, resume, overwrite)
-    if mode in ("resume", "finished"):
-        cfg, _ = load_run_config(out)
-    if mode == "finished":
-        console.print(f"{out} is already finished; nothing to resume")
-        return out, read_metrics(out)
+    with run_lock(out, wait):
+        mode = prepare_run_dir(out, resume, overwrite)
+        if mode in ("resume", "finished"):
+            cfg, _ = load_run_config(out)
+        if mode == "finished":
+            console.print(f"{out} is already finished; nothing to resume", markup=False)
+            return out, read_metrics(out)
 
-    data = data or load_cifar10(data_dir, cache_dir)
-    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
-    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
-    model, weights_meta = build_model(cfg, data, split, runtime)
-    resident = resident_data(cfg, data, split, runtime, model, cache_dir)
-    run = Run(cfg, out, runtime, build_parts(cfg, model, runtime), resident, weights_meta, clock,
-              steps_per_epoch(len(split.train_idx), cfg.batch_size))
-    if mode == "resume" and checkpoint_path(out).is_file():
-        run.state = resume_state(run)
-    else:
-        run.state = start_state(run, len(data.test_y) if test else 0)
-        start_folder(run, mode, data, split)
-    run.hooks = [HistoryFile(), ConsoleLine(), *([BudgetReplan()] if run.state.budget else []), Checkpoint(),
-                 *([TensorBoard()] if cfg.tensorboard else []), *hooks]
-    for hook in run.hooks:
-        hook.on_train_start(run)
-    announce(run, split)
-
-    while not run.state.finished:
-        if run.state.budget and run.state.epoch > 0 and over_budget(run):
-            run.state.budget["stopped_by_budget"] = True
-            console.print(f"stopping before epoch {run.state.epoch + 1}: the next epoch would exceed the time budget")
-            break
-        row, exact = train_epoch(run)
-        record(run, row, exact)
+        data = data or load_cifar10(data_dir, cache_dir)
+        runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
+        split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
+        model, weights_meta = build_model(cfg, data, split, runtime)
+        resident = resident_data(cfg, data, split, runtime, model, cache_dir)
+        run = Run(cfg, out, runtime, build_parts(cfg, model, runtime), resident, weights_meta, clock,
+                  steps_per_epoch(len(split.train_idx), cfg.batch_size))
+        if mode == "resume" and checkpoint_path(out).is_file():
+            run.state = resume_state(run)
+        else:
+            run.state = start_state(run, len(data.test_y) if test else 0)
+            start_folder(run, mode, data, split)
+        run.hooks = [HistoryFile(), ConsoleLine(), *([BudgetReplan()] if run.state.budget else []), Checkpoint(),
+                     *([ReplaceOld()] if run.replaces else []), *([TensorBoard()] if cfg.tensorboard else []), *hooks]
         for hook in run.hooks:
-            hook.on_epoch_end(run, row)
+            hook.on_train_start(run)
+        announce(run, split)
 
-    metrics = finish(run, data, test)
-    for hook in run.hooks:
-        hook.on_train_end(run, metrics)
-    return out, metrics
+        while not run.state.finished:
+            if run.state.budget and run.state.epoch > 0 and over_budget(run):
+                run.state.budget["stopped_by_budget"] = True
+                console.print(f"stopping before epoch {run.state.epoch + 1}: the next epoch would exceed the time "
+                              f"budget")
+                break
+            row, exact = train_epoch(run)
+            record(run, row, exact)
+            for hook in run.hooks:
+                hook.on_epoch_end(run, row)
+
+        metrics = finish(run, data, test)
+        for hook in run.hooks:
+            hook.on_train_end(run, metrics)
+        return out, metrics
 
 
 # --- the phases ------------------------------------------------------------------------------------
@@ -128,9 +143,12 @@ def resume_state(run: Run) -> TrainState:
 
 
 def start_folder(run: Run, mode: str, data: CIFAR10, split: Split) -> None:
-    """--overwrite clears the old run only now that data, model and runtime are known to be good."""
+    """A new run's folder and config.json. --overwrite builds the new run beside the old one, which it
+    replaces only once the new run has its first checkpoint (hooks.ReplaceOld): killed before that, the
+    old run is untouched."""
     if mode == "overwrite":
-        clear_run_files(run.out)
+        run.replaces, run.out = run.out, staging_dir(run.out)
+        shutil.rmtree(run.out, ignore_errors=True)  # a staging folder left by a killed --overwrite
     run.out.mkdir(parents=True, exist_ok=True)
     meta = run.weights_meta
     write_config(run.out, run.cfg, run.runtime, {
@@ -145,7 +163,9 @@ def announce(run: Run, split: Split) -> None:
         f"training {run.cfg.model} ({trainable_params(run.parts.model):,} params) on {len(split.train_idx):,} images, "
         + (f"validating on {len(split.val_idx):,}" if len(run.data.val_y) else "no validation split (--final)")
         + f" | {rt.device} {rt.precision} {'channels_last ' if rt.channels_last else ''}{rt.threads} threads"
-        f" | run: {run.out}")
+        f" | run: {run.replaces or run.out}"
+        + (f" (replaced after the first epoch; until then the new run is in {run.out})" if run.replaces else ""),
+        markup=False)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -239,6 +259,7 @@ def record(run: Run, row: dict, exact: dict) -> None:
 def finish(run: Run, data: CIFAR10, test: bool) -> dict:
     """The test set once, with the best weights (single view, and the recipe's TTA); metrics.json."""
     cfg, st = run.cfg, run.state
+    replace_old(run)
     if st.stopped_early:
         console.print(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs; "
                       f"restoring epoch {st.best_epoch}")

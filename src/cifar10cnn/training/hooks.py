@@ -8,7 +8,8 @@
 `run` is the engine's `Run` (config, run folder, parts, loop state, clock); `row` is the epoch's history
 row (HISTORY_FIELDS). A hook may raise to stop the run after an epoch: the checkpoint is written before
 the hooks passed to `train` run, so the run stays resumable. The engine's own hooks, in order:
-HistoryFile → ConsoleLine → BudgetReplan (with --time-budget) → Checkpoint → TensorBoard (with --tensorboard).
+HistoryFile → ConsoleLine → BudgetReplan (with --time-budget) → Checkpoint → ReplaceOld (with --overwrite)
+→ TensorBoard (with --tensorboard).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 from ..errors import UserError
 from ..fileio import atomic_write_text, csv_text
 from ..progress import console
-from ..runs import HISTORY_FIELDS, checkpoint_path
+from ..runs import HISTORY_FIELDS, checkpoint_path, replace_run
 from .checkpoint import save_checkpoint
 from .state import Run, schedule_steps
 
@@ -128,3 +129,18 @@ class TensorBoard(Hook):
             if metrics.get(key) is not None:
                 self.writer.add_scalar(f"test/{key}", metrics[key], run.state.epoch)
         self.writer.close()
+
+
+def replace_old(run: Run) -> None:
+    """train --overwrite: the new run (built in a staging folder) takes the old run's place."""
+    if run.replaces is not None:
+        replace_run(run.replaces, run.out)
+        console.print(f"replaced the previous run in {run.replaces}", markup=False)
+        run.out, run.replaces = run.replaces, None
+
+
+class ReplaceOld(Hook):
+    """--overwrite: once the new run has its first checkpoint (Checkpoint runs before this), it replaces the old."""
+
+    def on_epoch_end(self, run: Run, row: dict) -> None:
+        replace_old(run)

@@ -76,3 +76,4 @@ class Run:
     state: TrainState | None = None
     improved: bool = False  # did the last epoch improve the monitored validation figure?
     hooks: list = field(default_factory=list)  # the hooks of this run (hooks.py), in order
+    replaces: Path | None = None  # train --overwrite: the old run `out` replaces once it has a checkpoint
