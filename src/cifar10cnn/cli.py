@@ -167,6 +167,8 @@ def _add_loadtest(sub) -> None:
     p.add_argument("--max-requests", type=int, default=1_000_000)
     p.add_argument("--images-per-request", type=int, default=1)
     p.add_argument("--image", type=Path, help="image file to send (default: a generated 32×32 PNG)")
+    p.add_argument("--token", default=os.environ.get("CIFAR10CNN_TOKEN"),
+                   help="bearer token of a `serve --token` server (default: $CIFAR10CNN_TOKEN)")
     p.add_argument("--json", action="store_true")
 
 
@@ -406,6 +408,7 @@ def cmd_report(args) -> None:
 
 def cmd_predict(args) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from .data.images import expand_paths
     from .predict import predict_files
@@ -429,8 +432,8 @@ def cmd_predict(args) -> int:
                     row = {"file": str(p.path), "error": p.error}
                 print(json.dumps(row), flush=True)
             else:
-                table.add_row(str(p.path), f"[red]error: {p.error}[/red]" if p.error
-                              else "  ".join(f"{c} {q:.1%}" for c, q in p.top_k))
+                table.add_row(Text(str(p.path)), Text(f"error: {p.error}", style="red") if p.error
+                              else Text("  ".join(f"{c} {q:.1%}" for c, q in p.top_k)))
     if not args.json:
         console.print(table)
     if failed:
@@ -541,8 +544,11 @@ def cmd_loadtest(args) -> None:
     if args.image is not None:
         if not args.image.is_file():
             raise UserError(f"--image {args.image} not found")
+        if args.image.stat().st_size > 8 * 2**20:
+            raise UserError(f"--image {args.image} is larger than the server's default upload limit (8 MB)")
         images = [args.image.read_bytes()]
-    r = run_loadtest(args.url, args.clients, args.seconds, args.max_requests, images, args.images_per_request)
+    r = run_loadtest(args.url, args.clients, args.seconds, args.max_requests, images, args.images_per_request,
+                     args.token)
     if args.json:
         print(json.dumps(r))
         return

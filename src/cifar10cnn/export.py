@@ -19,6 +19,7 @@ from .errors import UserError
 from .fileio import atomic_write
 from .runs import load_run_model
 from .runtime import resolve_runtime
+from .weights import file_sha256
 
 TOLERANCE = 1e-4
 
@@ -40,7 +41,10 @@ def _require_onnx():
         raise UserError("ONNX export needs the serve extra: pip install 'cifar10cnn[serve]'") from None
 
 
-def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18) -> Path:
+WEIGHTS_KEY = "cifar10cnn.weights_sha256"  # the run's model.safetensors the ONNX file was made from
+
+
+def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18, weights_sha256: str | None = None) -> Path:
     """Write `model` (a uint8-in classifier, fp32, CPU) as ONNX with probabilities out; atomic."""
     import onnx
 
@@ -59,7 +63,9 @@ def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18) -> Pa
     proto = program.model_proto
     for key, value in {"cifar10cnn.model": meta.get("model"), "cifar10cnn.classes": json.dumps(meta["classes"]),
                        "cifar10cnn.input": f"uint8 NCHW RGB 0-255, {size}x{size}; normalisation inside",
-                       "cifar10cnn.output": "probabilities (softmax)"}.items():
+                       "cifar10cnn.output": "probabilities (softmax)", WEIGHTS_KEY: weights_sha256}.items():
+        if value is None:
+            continue
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
     onnx.checker.check_model(proto)
@@ -72,7 +78,38 @@ def export_onnx(run_dir: Path, out: Path | None = None, opset: int = 18) -> Path
     _require_onnx()
     run_dir = Path(run_dir)
     model, meta, _ = load_run_model(run_dir, resolve_runtime("cpu", "fp32", channels_last=False))
-    return export_model(model, Path(out) if out else run_dir / "model.onnx", meta, opset)
+    out = Path(out) if out else run_dir / "model.onnx"
+    try:
+        return export_model(model, out, meta, opset, file_sha256(run_dir / "model.safetensors"))
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def onnx_made_from(onnx_path: Path) -> str | None:
+    """The weights digest recorded in an ONNX file by `export_model`, or None (absent, damaged, foreign)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        return session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
+    except Exception:  # onnxruntime raises its own exception types for damaged files
+        return None
+
+
+def current_onnx(run_dir: Path) -> tuple[Path, str | None]:
+    """RUN_DIR/model.onnx made from the run's current weights: reused when its recorded digest matches,
+    else exported again (after `train --resume` or by hand the weights may have changed). Returns the path
+    and why it was exported (None when reused)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "model.onnx"
+    if not path.is_file():
+        reason = "no model.onnx yet"
+    elif onnx_made_from(path) != file_sha256(run_dir / "model.safetensors"):
+        reason = "model.onnx was made from other weights (or is damaged)"
+    else:
+        return path, None
+    export_onnx(run_dir, path)
+    return path, reason
 
 
 def compare_with_onnx(onnx_path: Path, model: nn.Module, images: torch.Tensor) -> dict:

@@ -70,28 +70,39 @@ def csv_text(rows: list[dict], fields: list[str] | None = None) -> str:
 
 @contextlib.contextmanager
 def file_lock(path: str | Path, busy: str | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing; the OS drops it when the process dies).
+    """Hold an exclusive lock on `path` (the OS drops it when the process dies); the file exists only
+    while it is held.
 
     busy=None waits for the lock; otherwise a held lock is `UserError(busy)` at once, with "{pid}"
     in `busy` replaced by the process holding it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
+    while True:
+        f = open(path, "a+", encoding="utf-8")
         if not _lock(f, wait=busy is None):
             f.seek(0)
             holder = f.read().strip() or "unknown"
+            f.close()
             raise UserError(busy.replace("{pid}", holder))
+        try:  # the holder before us may have removed the file after we opened it: lock the one at `path`
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
-            _unlock(f)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still holding the lock: a process that opened it meanwhile retries (above)
+        _unlock(f)
+        f.close()
 
 
 def _lock(f, wait: bool) -> bool:
@@ -100,6 +111,7 @@ def _lock(f, wait: bool) -> bool:
     except ImportError:  # Windows
         import msvcrt
 
+        f.seek(0)
         try:
             msvcrt.locking(f.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
             return True

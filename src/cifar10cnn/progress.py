@@ -25,9 +25,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-# outside a terminal rich would assume 80 columns and cut file names in tables; use a wide page instead
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# outside a terminal rich would assume 80 columns and cut file names in tables; use a wide page instead.
+# markup=False: text is printed as it is — a file named "a[/x].png" or "[bold]" is a name, not markup;
+# styles are given explicitly (style=..., rich.text.Text), never parsed out of strings that hold names.
+console = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager

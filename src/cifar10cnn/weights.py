@@ -45,7 +45,7 @@ def open_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], di
         raise UserError(f"{path} was not written by cifar10cnn (no '{FORMAT}' format tag)")
     try:
         meta = {k: json.loads(v) for k, v in raw_meta.items() if k != "format"}
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{path} has damaged metadata ({e})") from None
     return tensors, meta
 
@@ -67,4 +67,19 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
         )
         raise UserError(f"weights in {path} do not fit the model ({detail})")
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise UserError(f"weights in {path} hold NaN or infinite values ({', '.join(bad[:3])}"
+                        f"{' …' if len(bad) > 3 else ''}): the run diverged or the file is damaged")
     model.load_state_dict(state)
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

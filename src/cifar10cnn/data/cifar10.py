@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, file_lock
 from ..progress import download_progress
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -41,6 +41,7 @@ TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 N_TRAIN, N_TEST, N_CLASSES = 50_000, 10_000, 10
+MAX_BATCH_BYTES = 64 * 2**20  # a batch file is ~31 MB; anything far larger is refused before unpickling
 CACHE_VERSION = 1
 
 
@@ -104,10 +105,15 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def _read_pickle(path: Path) -> dict:
     try:
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise UserError(f"CIFAR-10 file {path} is {size:,} bytes; a batch file is about 31 MB")
         with open(path, "rb") as f:
             obj = _BatchUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise UserError(f"CIFAR-10 file missing: {path}") from None
+    except UserError:
+        raise
     except Exception as e:  # any parse failure means a corrupt or foreign file
         raise UserError(f"CIFAR-10 file {path} is corrupt or not a CIFAR batch ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
@@ -120,10 +126,16 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in d or "labels" not in d:
         raise UserError(f"CIFAR-10 file {path} lacks 'data' or 'labels'")
     data = np.asarray(d["data"])
-    labels = np.asarray(d["labels"])
+    try:
+        labels = np.asarray(d["labels"])
+    except (ValueError, TypeError) as e:
+        raise UserError(f"CIFAR-10 file {path}: labels are not a list of integers ({e})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise UserError(f"CIFAR-10 file {path}: images must be uint8 rows of 3072 values, "
                         f"got {data.dtype} {data.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise UserError(f"CIFAR-10 file {path}: labels must be a list of integers, got {labels.dtype} "
+                        f"{'scalar' if labels.ndim == 0 else labels.shape}")
     if labels.shape != (data.shape[0],):
         raise UserError(f"CIFAR-10 file {path}: {labels.shape[0]} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= N_CLASSES):
@@ -234,7 +246,9 @@ def locate(data_dir: str | os.PathLike | None, cache_dir: Path, download: bool =
     if not (p / META_FILE).is_file():
         if not download:
             raise UserError(f"CIFAR-10 is not in {p}; run `cifar10cnn data` or pass --data-dir")
-        download_cifar10(cache_dir)
+        with file_lock(cache_dir / ".download.lock"):  # a second process waits, then finds it there
+            if not (p / META_FILE).is_file():
+                download_cifar10(cache_dir)
     return p
 
 
@@ -260,8 +274,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str | os.
     folder = locate(data_dir, cache)
     try:
         key_dir = cache / "arrays" / _cache_key(folder)
-    except FileNotFoundError:
-        key_dir = None  # incomplete folder: read_batches below names what is missing
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve)
+        key_dir = None  # incomplete or unreadable folder: read_batches below names what is wrong
     names = ["train_x", "train_y", "test_x", "test_y"]
     cached = key_dir is not None and (key_dir / "classes.txt").is_file()
     if cached and all((key_dir / f"{n}.npy").is_file() for n in names):
@@ -275,9 +289,10 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str | os.
     data = read_batches(folder)
     if key_dir is not None:
         try:
-            for n in names:
-                _save_npy(key_dir / f"{n}.npy", getattr(data, n).numpy())
-            atomic_write(key_dir / "classes.txt", lambda tmp: Path(tmp).write_text("\n".join(data.classes)))
+            with file_lock(key_dir.parent / f".{key_dir.name}.lock"):  # one writer; each file atomic
+                for n in names:
+                    _save_npy(key_dir / f"{n}.npy", getattr(data, n).numpy())
+                atomic_write(key_dir / "classes.txt", lambda tmp: Path(tmp).write_text("\n".join(data.classes)))
         except OSError:
             pass  # caching is an optimisation; a read-only cache folder must not stop training
     return data

@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rich.text import Text
+
 from ..config import RunConfig
 from ..errors import TrainingDiverged, UserError
 from ..fileio import atomic_write_json, read_json
@@ -129,8 +131,8 @@ def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = N
             if k > 1:
                 per_run = (time.perf_counter() - started) / (k - 1)
                 eta = f" · about {per_run * (len(todo) - k + 1) / 60:.0f} min left"
-            console.print(f"[bold]ablation run {k}/{len(todo)}[/bold]: {variant} lr {lr:g} seed {seed}"
-                          f"{' (resuming)' if state == 'unfinished' else ''}{eta}")
+            console.print(f"ablation run {k}/{len(todo)}: {variant} lr {lr:g} seed {seed}"
+                          f"{' (resuming)' if state == 'unfinished' else ''}{eta}", style="bold")
             cfg = settings.run_config(variant, lr, seed, runtime)
             try:
                 train(cfg, run_dir, data=data, resume=state == "unfinished")
@@ -140,6 +142,6 @@ def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = N
     results = analyse(out, settings, VARIANTS)
     paths = write_pages(out, results)
     for c in results["claims"]:
-        console.print(f"[bold]{c['verdict']:>13s}[/bold]  {c['claim']}", markup=True)
+        console.print(Text.assemble((f"{c['verdict']:>13s}", "bold"), f"  {c['claim']}"))
     console.print(f"written: {', '.join(str(p) for p in paths)}")
     return results

@@ -237,7 +237,7 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
         trial.set_user_attr("run", str(run_dir))
         cfg = settings.config(suggest(trial, tune_dropout), runtime)
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items())
-        console.print(f"[bold]trial {trial.number}[/bold]: {shown}")
+        console.print(f"trial {trial.number}: {shown}", style="bold")
 
         try:
             _, m = train(cfg, run_dir, data=data, hooks=[Pruner(trial)], test=False)
@@ -300,7 +300,7 @@ def _baseline(out: Path, settings: TuneSettings, runtime, data, train) -> dict:
     run_dir = out / "baseline"
     cfg = settings.config(runtime=runtime)
     result = {"params": recipe_params(cfg, has_dropout(cfg.model)), "run": str(run_dir)}
-    console.print(f"[bold]baseline[/bold]: the recipe's own settings {result['params']} under the same budget")
+    console.print(f"baseline: the recipe's own settings {result['params']} under the same budget", style="bold")
     try:
         _, m = train(cfg, run_dir, data=data, test=False, resume="auto", wait=True)  # one worker trains it
         result.update(val_accuracy=m["best_val_accuracy"], best_epoch=m["best_epoch"], epochs=m["epochs"])
@@ -348,7 +348,7 @@ def _final(out: Path, settings: TuneSettings, summary: dict, runtime, data, trai
         if (run_dir / "metrics.json").is_file():
             m = read_metrics(run_dir)
         else:
-            console.print(f"[bold]final ({name})[/bold]: {params} on all 50,000 training images")
+            console.print(f"final ({name}): {params} on all 50,000 training images", style="bold")
             whole = replace(settings, subset=None)  # all 50,000 training images
             _, m = train(whole.config(overrides, runtime), run_dir, data=data, resume="auto",
                          wait=True)  # another worker training it: wait, then read its metrics

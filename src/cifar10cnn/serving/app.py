@@ -100,15 +100,15 @@ def make_infer(run_dir: Path, backend: str):
         except ImportError:
             backend = "torch"
     if backend == "onnx":
-        from ..export import export_onnx
+        from ..export import current_onnx
 
         try:
             import onnxruntime as ort
         except ImportError:
             raise UserError("--backend onnx needs onnxruntime: pip install 'cifar10cnn[serve]'") from None
-        onnx_path = Path(run_dir) / "model.onnx"
-        if not onnx_path.is_file():
-            export_onnx(run_dir, onnx_path)
+        onnx_path, exported = current_onnx(run_dir)
+        if exported:
+            log.warning("exported %s: %s", onnx_path, exported)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = rt.threads
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])

@@ -51,7 +51,10 @@ class LoadResult:
 
 
 def loopback_target(url: str) -> tuple[str, int, str]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # e.g. an unbalanced "[" in the host
+        raise UserError(f"loadtest needs an http://host:port URL, got {url!r} ({e})") from None
     if parts.scheme != "http" or not parts.hostname:
         raise UserError(f"loadtest needs an http://host:port URL, got {url!r}")
     try:
@@ -60,10 +63,14 @@ def loopback_target(url: str) -> tuple[str, int, str]:
         raise UserError(f"cannot resolve {parts.hostname!r}") from None
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         raise UserError(f"loadtest only targets this machine (loopback); {parts.hostname} is {', '.join(addresses)}")
-    return parts.hostname, parts.port or 80, parts.path.rstrip("/")
+    try:
+        port = parts.port or 80
+    except ValueError as e:  # "Port could not be cast to integer value", "Port out of range 0-65535"
+        raise UserError(f"loadtest needs an http://host:port URL, got {url!r} ({e})") from None
+    return parts.hostname, port, parts.path.rstrip("/")
 
 
-def _request_bytes(host: str, port: int, path: str, pngs: list[bytes]) -> bytes:
+def _request_bytes(host: str, port: int, path: str, pngs: list[bytes], token: str | None = None) -> bytes:
     if len(pngs) == 1:
         body, ctype = pngs[0], "image/png"
     else:
@@ -72,7 +79,8 @@ def _request_bytes(host: str, port: int, path: str, pngs: list[bytes]) -> bytes:
                  f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i, png in enumerate(pngs)]
         body, ctype = b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
     head = (f"POST {path}/v1/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
+            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n"
+            + (f"Authorization: Bearer {token}\r\n" if token else "") + "\r\n")
     return head.encode() + body
 
 
@@ -125,7 +133,7 @@ async def _client(host, port, payload: bytes, per_request: int, deadline: float,
 
 
 def run_loadtest(url: str, clients: int = 32, seconds: float = 20.0, max_requests: int = 1_000_000,
-                 images: list[bytes] | None = None, images_per_request: int = 1) -> dict:
+                 images: list[bytes] | None = None, images_per_request: int = 1, token: str | None = None) -> dict:
     if clients <= 0 or seconds <= 0 or max_requests <= 0 or images_per_request <= 0:
         raise UserError("--clients, --seconds, --max-requests and --images-per-request must be positive")
     if seconds > 600:
@@ -145,7 +153,7 @@ def run_loadtest(url: str, clients: int = 32, seconds: float = 20.0, max_request
             buf = io.BytesIO()
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
             images.append(buf.getvalue())
-    payload = _request_bytes(host, port, path, (images * images_per_request)[:images_per_request])
+    payload = _request_bytes(host, port, path, (images * images_per_request)[:images_per_request], token)
     result = LoadResult()
     before = _health(base)
     result.rss_mb_start = before.get("rss_mb")

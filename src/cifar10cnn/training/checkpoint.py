@@ -43,8 +43,18 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     extra: dict[str, nn.Module] | None = None) -> dict:
-    """Restore model, optimizer and `extra` modules in place; return the loop state saved with them."""
+    """Restore model, optimizer and `extra` modules in place; return the loop state saved with them.
+    A damaged or foreign checkpoint is one UserError naming it."""
     tensors, meta = open_safetensors(path, "checkpoint")
+    try:
+        return _restore(path, tensors, meta, model, optimizer, extra)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); start again with --overwrite"
+                        ) from None
+
+
+def _restore(path: Path, tensors: dict, meta: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+             extra: dict[str, nn.Module] | None) -> dict:
     for name, module in {"model": model, **(extra or {})}.items():
         prefix = f"{name}."
         load_into(module, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, path)
@@ -67,4 +77,6 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         for key, value in entry.items():
             if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
                 entry[key] = torch.empty_like(p).copy_(value)
+    if not isinstance(meta["loop"], dict):
+        raise ValueError("the loop state is not a JSON object")
     return meta["loop"]
