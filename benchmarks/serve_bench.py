@@ -1,6 +1,6 @@
 """Serving figures on this machine: latency at 1 client, throughput at 32, memory, torch vs onnxruntime.
 
-    .venv/bin/python benchmarks/serve_bench.py RUN_DIR [--seconds 20]
+    .venv/bin/python benchmarks/serve_bench.py RUN_DIR [--seconds 20] [--out FILE.jsonl --label NAME]
 
 For each backend, starts `cifar10cnn serve RUN_DIR` on a free loopback port, runs
 `cifar10cnn loadtest` with 1 client and with 32 clients (one PNG per request), prints the rows
@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx"])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--images-per-request", type=int, default=1)
+    ap.add_argument("--out", type=Path, help="append the rows to this JSON-lines file, with their provenance")
+    ap.add_argument("--label", default="", help="a name for this sitting's rows (e.g. before / after)")
     args = ap.parse_args()
     rows = []
     for backend in args.backends:
@@ -53,6 +55,13 @@ def main() -> int:
                                      capture_output=True, text=True, check=True).stdout
                 r = json.loads(out)
                 rows.append({"backend": backend, "clients": clients, **r})
+                if args.out:
+                    from cifar10cnn.provenance import provenance
+
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps({"label": args.label, "command": " ".join(sys.argv),
+                                            "provenance": provenance(), **rows[-1]}) + "\n")
                 print(f"{backend:6} {clients:3} clients: {r['images_per_s']:8,.0f} images/s  "
                       f"p50 {r['p50_ms']:6.2f} ms  p95 {r['p95_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
                       f"errors {r['errors']}  "

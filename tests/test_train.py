@@ -80,8 +80,35 @@ def test_overwrite_replaces_a_run(tmp_path):
     # an --overwrite that cannot start (bad data folder) leaves the old run as it was
     assert cli("train", *QUICK, "--epochs", "1", "--out", out, "--overwrite", "--data-dir", tmp_path / "none") == 2
     assert (out / "metrics.json").read_text() == metrics
+    # killed during its first epoch (before any checkpoint): the old run is untouched and still evaluates
+    files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def killed(*_args, **_kw):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(run_module, "train_epoch", killed)
+        assert cli("train", *QUICK, "--epochs", "1", "--seed", "3", "--out", out, "--overwrite") == 130
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    assert (tmp_path / ".r.new" / "config.json").is_file()  # the new run's start, beside it
+    assert cli("evaluate", out) == 0
+    # run to its first checkpoint, the new run takes the old one's place; nothing is left beside it
     assert cli("train", *QUICK, "--epochs", "1", "--seed", "3", "--out", out, "--overwrite") == 0
     assert json.loads((out / "config.json").read_text())["config"]["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_a_second_trainer_on_one_folder_is_refused(tmp_path, capsys):
+    from cifar10cnn.fileio import file_lock
+    from cifar10cnn.runs import lock_path
+
+    out = tmp_path / "r"
+    with file_lock(lock_path(out)):  # as a first trainer holds it
+        assert cli("train", *QUICK, "--epochs", "1", "--out", out) == 2
+        assert cli("train", "--resume", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert f"(pid {os.getpid()}) is training" in err and len(err.strip().splitlines()) == 2
+    assert not out.exists() and not lock_path(out).exists()
 
 
 def _train_cmd(out, epochs):

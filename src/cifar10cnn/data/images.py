@@ -88,7 +88,8 @@ def _shrink_on_load(img: Image.Image) -> None:
     if img.format in ("JPEG", "MPO") and min(w, h) > 2 * DRAFT_SIDE:
         scale = DRAFT_SIDE / min(w, h)
         img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))  # the result is at least this size
-    elif img.format == "PNG" and img.mode == "I;16" and len(img.tile) == 1 and img.tile[0].args == "I;16B":
+    elif (img.format == "PNG" and img.mode == "I;16" and len(img.tile) == 1
+          and getattr(img.tile[0], "args", None) == "I;16B"):
         img._mode = "L"  # Pillow's "L;16B" unpacker keeps the high byte: 1 byte per pixel, no 16-bit copy
         img.tile = [img.tile[0]._replace(args="L;16B")]
 

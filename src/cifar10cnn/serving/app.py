@@ -276,6 +276,8 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
             probs = await batcher.submit(images)
         except QueueFull as e:
             raise ApiError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+        if not np.isfinite(probs).all():
+            raise ApiError(500, "the model produced non-finite probabilities for this input")
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]  # ties → lower index, like argmax
         results = [{"file": name, "top_k": [{"class": classes[c], "probability": round(float(p[c]), 6)} for c in idx]}
                    for name, p, idx in zip(names, probs, order, strict=True)]
