@@ -66,7 +66,8 @@ class Guard:
         self.refused = {"host": 0, "origin": 0, "token": 0, "busy": 0}
 
     def _problem(self, scope) -> tuple[str, int, str] | None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
+                   if k in (b"host", b"origin", b"authorization")}
         host = host_name(headers.get("host", ""))
         if "*" not in self.access.allowed_hosts and host not in self.access.allowed_hosts:
             return "host", 421, f"Host {host or '(none)'!r} is not served here (allowed: " \
