@@ -53,12 +53,19 @@ def env_for(src: Path) -> dict:
     return env
 
 
-def cli(src: Path, *args, timeout: float = 600) -> dict:
-    """Run `cifar10cnn ARGS` from `src`; its status, whether it printed a traceback, and its last line."""
-    p = subprocess.run([PY, "-m", "cifar10cnn.cli", *map(str, args)], capture_output=True, text=True,
-                       env=env_for(src), timeout=timeout)
-    lines = [line for line in (p.stderr + p.stdout).splitlines() if line.strip()]
-    return {"status": p.returncode, "traceback": "Traceback" in p.stderr, "last_line": lines[-1][:240] if lines else ""}
+def cli(src: Path, *args, timeout: float = 120) -> dict:
+    """Run `cifar10cnn ARGS` from `src`; its status, whether it printed a traceback, and its last line
+    (status "hung" when it was still running after `timeout` seconds and had to be killed)."""
+    try:
+        p = subprocess.run([PY, "-m", "cifar10cnn.cli", *map(str, args)], capture_output=True, text=True,
+                           env=env_for(src), timeout=timeout)
+        status, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        def decode(b):
+            return (b.decode(errors="replace") if isinstance(b, bytes) else b or "")
+        status, out, err = f"hung (killed after {timeout:g} s)", decode(e.stdout), decode(e.stderr)
+    lines = [line for line in (err + out).splitlines() if line.strip()]
+    return {"status": status, "traceback": "Traceback" in err, "last_line": lines[-1][:240] if lines else ""}
 
 
 def peak_rss_mb(src: Path, *args) -> tuple[float, dict]:
