@@ -585,9 +585,14 @@ def test_real_server_against_slow_and_hostile_clients(quick_run, tmp_path):
             except OSError:
                 pass  # the server closed the connection while we were still sending
             assert s.recv(100).startswith(b"HTTP/1.1 431")
+        # a client that disconnects mid-upload: one log line, no traceback
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 100000\r\n\r\n" + PNG[:500])
+            time.sleep(0.3)
         assert _get(port, "/v1/model", host="evil.example")[0] == 421
         assert _get(port, "/v1/model")[0] == 200
     finally:
         server.terminate()
         _, err = server.communicate(timeout=30)
-    assert "Traceback" not in err and "closed" in err
+    assert "Traceback" not in err and "closed" in err and "disconnected before its request was read" in err

@@ -3,6 +3,7 @@ show parses with today's flags."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -73,3 +74,16 @@ def test_every_command_shown_parses(page):
 def test_the_command_check_catches_a_wrong_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--no-such-flag"])
+
+
+def test_hardening_tables_are_generated_from_the_kept_file():
+    """docs/hardening.md's before/after tables are exactly what the kept result file gives."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hostile_inputs", ROOT / "benchmarks" / "hostile_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kept = json.loads((ROOT / "benchmarks" / "results" / "hardening" / "hostile_inputs.json").read_text())
+    doc = (ROOT / "docs" / "hardening.md").read_text()
+    block = doc.split(module.BEGIN, 1)[1].split(module.END, 1)[0]
+    assert block.strip() == module.markdown(kept).strip()

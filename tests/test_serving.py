@@ -267,10 +267,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TOKEN = "a-test-token-of-some-length"
+
+
 @pytest.fixture(scope="module")
 def server(quick_run):
+    yield from _serve(quick_run)
+
+
+@pytest.fixture(scope="module")
+def token_server(quick_run):
+    yield from _serve(quick_run, "--token", TOKEN)
+
+
+def _serve(run, *extra):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cifar10cnn.cli", "serve", str(quick_run), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "cifar10cnn.cli", "serve", str(run), "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -314,7 +326,17 @@ def test_serve_refuses_bad_flags(quick_run, capsys):
 # --- the web page in a real browser ---------------------------------------------------------------
 
 
-def test_web_page_in_chromium(server, data, tmp_path):
+def test_loadtest_with_a_token(token_server, capsys):
+    assert cli("loadtest", token_server, "--clients", "2", "--seconds", "1", "--json") == 2  # 401s are errors
+    capsys.readouterr()
+    assert cli("loadtest", token_server, "--clients", "2", "--seconds", "1", "--json", "--token", TOKEN) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["errors"] == 0 and r["requests"] > 0
+
+
+@pytest.mark.parametrize("with_token", [False, True], ids=["open", "token"])
+def test_web_page_in_chromium(request, data, tmp_path, with_token):
+    server = request.getfixturevalue("token_server" if with_token else "server")
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
@@ -327,13 +349,15 @@ def test_web_page_in_chromium(server, data, tmp_path):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
         page = browser.new_page(viewport={"width": 1000, "height": 900})
-        page.goto(server + "/")
+        page.goto(server + ("/#token=" + TOKEN if with_token else "/"))  # as `serve --token` prints it
         page.wait_for_function("document.getElementById('model').textContent.includes('parameters')")
         page.set_input_files("#file", str(image))
         page.wait_for_selector("#result:not([hidden])", timeout=20_000)
         top = page.text_content("#top")
         bars = page.locator(".bar").count()
-        if SCREENSHOT_DIR:
+        if with_token:  # the token left the address bar (kept in the tab's session storage)
+            assert "token" not in page.url
+        if SCREENSHOT_DIR and not with_token:
             page.screenshot(path=str(Path(SCREENSHOT_DIR) / "serve-page.png"), full_page=True)
         browser.close()
     classes = data.classes

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import socket
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -98,6 +99,21 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+def _first_request(base: str, image: bytes, token: str | None) -> None:
+    """One request before the load: a refusal the whole run would repeat is one clear line instead."""
+    headers = {"Content-Type": "image/png", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        urllib.request.urlopen(urllib.request.Request(base + "/v1/predict", data=image, headers=headers), timeout=30)
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            raise UserError("the server requires a bearer token" + (" and refused this one" if token else "")
+                            + ": pass --token or set CIFAR10CNN_TOKEN") from None
+        if e.code in (403, 421):
+            raise UserError(f"the server refused this client ({e.code}): see serve --allow-host") from None
+    except OSError:
+        pass  # counted as errors by the load itself
+
+
 def _health(base: str) -> dict:
     try:
         with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
@@ -154,6 +170,7 @@ def run_loadtest(url: str, clients: int = 32, seconds: float = 20.0, max_request
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
             images.append(buf.getvalue())
     payload = _request_bytes(host, port, path, (images * images_per_request)[:images_per_request], token)
+    _first_request(base, images[0], token)
     result = LoadResult()
     before = _health(base)
     result.rss_mb_start = before.get("rss_mb")
