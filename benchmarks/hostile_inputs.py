@@ -443,11 +443,41 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def serve_table(rows: list[dict]) -> str:
+    """benchmarks/serve_bench.py rows labelled before/after (interleaved sittings): the mean of each label's runs."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["backend"], r["clients"]), {}).setdefault(r["label"], []).append(r)
+    cpu = rows[0]["provenance"]["cpu"]
+    commits = {r["label"]: r["provenance"]["code"]["commit"][:10] for r in rows}
+    lines = [f"`benchmarks/serve_bench.py` in one sitting on {cpu}, runs interleaved before, after, after, before "
+             f"(before = {commits.get('before')}, after = {commits.get('after')}); mean of each label's runs:", "",
+             "| backend | clients | images/s before → after | p50 ms before → after | change |",
+             "|---|---|---|---|---|"]
+    for (backend, clients), by in sorted(groups.items()):
+        ips = {k: statistics.mean(x["images_per_s"] for x in v) for k, v in by.items()}
+        p50 = {k: statistics.mean(x["p50_ms"] for x in v) for k, v in by.items()}
+        key, value = ("images/s", ips) if clients > 1 else ("p50", p50)
+        change = 100 * (value["after"] / value["before"] - 1)
+        lines.append(f"| {backend} | {clients} | {ips['before']:.0f} → {ips['after']:.0f} | {p50['before']:.2f} → "
+                     f"{p50['after']:.2f} | {key} {change:+.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
 def write_doc(doc: Path, kept: Path) -> None:
     text = doc.read_text()
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
-    doc.write_text(head + BEGIN + "\n" + markdown(json.loads(kept.read_text())) + END + tail)
+    doc.write_text(head + BEGIN + "\n" + doc_tables(kept) + END + tail)
+
+
+def doc_tables(kept: Path) -> str:
+    """The doc's generated block: the hostile-input tables and, when kept beside them, the serving benchmark."""
+    out = markdown(json.loads(kept.read_text()))
+    bench = kept.parent / "serve_bench_before_after.jsonl"
+    if bench.is_file():
+        out += "\n" + serve_table([json.loads(line) for line in bench.read_text().splitlines() if line.strip()])
+    return out
 
 
 def main() -> int:
