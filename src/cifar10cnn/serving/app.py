@@ -15,8 +15,9 @@ limits, are in guard.py and server.py.
 Memory is bounded: at most `max_inflight` requests hold a body (≤ `max_body_bytes`, one copy once
 the form is parsed), and decoding runs in `decode_threads` threads off the event loop that share one
 `max_decode_bytes` budget — so a request for `/healthz` is answered while large uploads decode. Only
-tiny uploads (≤ `inline_bytes`, headers saying ≤ `inline_pixels`) are decoded in place. Preprocessing is `predict`'s (`decode_image`), the model is the run's best weights. No name
-or path from a request is ever used on the file system: uploads are decoded in memory.
+tiny uploads (≤ `inline_bytes`, headers saying ≤ `inline_pixels`) are decoded in place.
+Preprocessing is `predict`'s (`decode_image`), the model is the run's best weights. No name or path
+from a request is ever used on the file system: uploads are decoded in memory.
 """
 
 from __future__ import annotations
