@@ -38,9 +38,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from hostile import encoded, picture, png_bytes  # noqa: E402
+from hostile import encoded, picture, png_bytes, poison_weights, write_pickle  # noqa: E402
 
 from cifar10cnn.provenance import provenance  # noqa: E402
 
@@ -122,12 +124,12 @@ def examples(src: Path, run: Path, tmp: Path) -> list[dict]:
         (r / "checkpoint" / "last.safetensors").write_bytes(b"\x00" * 5000)
 
     ckpt = damaged("damaged-checkpoint", break_checkpoint)
-    nan = damaged("nan-weights", _nan_weights)
+    nan = damaged("nan-weights", lambda r: poison_weights(r / "model.safetensors"))
     stale = damaged("stale-onnx", lambda r: (r / "model.onnx").write_bytes(b"not onnx"))
     threads = damaged("threads-minus-1", edit_config("threads", -1))
     scalar = d / "scalar-labels"
     shutil.copytree(os.environ["CIFAR10_DIR"], scalar)
-    _batch(scalar / "data_batch_1", labels=3)
+    write_pickle(scalar / "data_batch_1", {b"data": np.zeros((10_000, 3072), np.uint8), b"labels": 3})
     commands = {
         "markup in file names (predict)": ["predict", run, d / "imgs"],
         "model_options: \"x\"": ["train", "--set", 'model_options="x"', "--out", d / "r1"],
@@ -148,28 +150,6 @@ def examples(src: Path, run: Path, tmp: Path) -> list[dict]:
         cases.append({"case": name, "command": "cifar10cnn " + " ".join(map(str, args)), **cli(src, *args)})
     cases.append({"case": "stale model.onnx beside the weights (serve)", **stale_onnx(src, stale)})
     return cases
-
-
-def _batch(path: Path, labels) -> None:
-    import pickle
-
-    import numpy as np
-
-    with open(path, "wb") as f:
-        pickle.dump({b"data": np.zeros((10_000, 3072), np.uint8), b"labels": labels}, f, protocol=2)
-
-
-def _nan_weights(run: Path) -> None:
-    import torch
-    from safetensors.torch import load_file, safe_open, save_file
-
-    path = str(run / "model.safetensors")
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(path)
-    key = next(k for k, v in tensors.items() if v.is_floating_point())
-    tensors[key] = torch.full_like(tensors[key], float("nan"))
-    save_file(tensors, path, metadata=meta)
 
 
 def stale_onnx(src: Path, run: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,10 @@ def cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for the tests that start a real server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,8 +7,10 @@ almost nothing (zlib is fed row by row, never the whole image), so a 7000×7000 
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -70,3 +72,22 @@ def flipped_byte(blob: bytes, at: float) -> bytes:
     b = bytearray(blob)
     b[int(len(b) * at)] ^= 0xFF
     return bytes(b)
+
+
+def write_pickle(path: Path, obj) -> None:
+    """A CIFAR-style batch file holding `obj` (a damaged one, for the data-folder cases)."""
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def poison_weights(path: Path) -> None:
+    """Set the first floating tensor of a safetensors file to NaN, keeping its metadata."""
+    import torch
+    from safetensors.torch import load_file, safe_open, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(path), metadata=meta)

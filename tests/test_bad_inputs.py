@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import socket
 import subprocess
@@ -20,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cifar10cnn.data.images import ImageError, decode_image
 
-from .conftest import QUICK, cli
+from .conftest import QUICK, cli, free_port
 from .hostile import (
     encoded,
     exif_jpeg,
@@ -34,7 +32,9 @@ from .hostile import (
     picture,
     png_bytes,
     png_header_only,
+    poison_weights,
     truncated,
+    write_pickle,
 )
 
 # --- images -----------------------------------------------------------------------------------------
@@ -259,23 +259,11 @@ def _damaged_run(quick_run: Path, tmp_path: Path, name: str) -> Path:
         "truncated weights": lambda: (run / "model.safetensors").write_bytes(
             (run / "model.safetensors").read_bytes()[:5000]),
         "random weights file": lambda: (run / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(9000)),
-        "nan weights": lambda: _nan_weights(run),
+        "nan weights": lambda: poison_weights(run / "model.safetensors"),
         "weights of another model": lambda: _other_weights(run),
     }
     damage[name]()
     return run
-
-
-def _nan_weights(run: Path) -> None:
-    from safetensors.torch import save_file
-
-    from cifar10cnn.weights import open_safetensors
-
-    tensors, meta = open_safetensors(run / "model.safetensors", "weights")
-    first = next(k for k, v in tensors.items() if v.is_floating_point())
-    tensors[first] = torch.full_like(tensors[first], float("nan"))
-    save_file(tensors, str(run / "model.safetensors"),
-              metadata={"format": "cifar10cnn/1", **{k: json.dumps(v) for k, v in meta.items()}})
 
 
 def _other_weights(run: Path) -> None:
@@ -356,9 +344,9 @@ def test_resume_flags(tmp_path, capsys, flags):
 # --- data folders ---------------------------------------------------------------------------------------
 
 
-def _batch(folder: Path, name: str, obj) -> None:
-    with open(folder / name, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+def _batch_1(folder: Path, labels, row: int = 3072) -> None:
+    """Replace the first training batch of the fake data set (1,200 images) with these labels."""
+    write_pickle(folder / "data_batch_1", {b"data": np.zeros((1200, row), np.uint8), b"labels": labels})
 
 
 DATA_DAMAGE = {
@@ -366,14 +354,11 @@ DATA_DAMAGE = {
     "empty folder": lambda d: [p.unlink() for p in d.iterdir()],
     "missing batch": lambda d: (d / "data_batch_3").unlink(),
     "random bytes batch": lambda d: (d / "data_batch_1").write_bytes(np.random.default_rng(0).bytes(5000)),
-    "scalar labels": lambda d: _batch(d, "data_batch_1", {b"data": np.zeros((1200, 3072), np.uint8), b"labels": 3}),
-    "bytes labels": lambda d: _batch(d, "data_batch_1", {b"data": np.zeros((1200, 3072), np.uint8),
-                                                         b"labels": b"\x01" * 1200}),
-    "labels out of range": lambda d: _batch(d, "data_batch_1", {b"data": np.zeros((1200, 3072), np.uint8),
-                                                                b"labels": [11] * 1200}),
-    "wrong image shape": lambda d: _batch(d, "data_batch_1", {b"data": np.zeros((1200, 100), np.uint8),
-                                                              b"labels": [1] * 1200}),
-    "not a dict": lambda d: _batch(d, "data_batch_1", [1, 2, 3]),
+    "scalar labels": lambda d: _batch_1(d, 3),
+    "bytes labels": lambda d: _batch_1(d, b"\x01" * 1200),
+    "labels out of range": lambda d: _batch_1(d, [11] * 1200),
+    "wrong image shape": lambda d: _batch_1(d, [1] * 1200, row=100),
+    "not a dict": lambda d: write_pickle(d / "data_batch_1", [1, 2, 3]),
     "a pickle that runs code": lambda d: (d / "data_batch_1").write_bytes(
         b"cos\nsystem\n(S'echo pwned'\ntR."),
     "huge batch file": lambda d: os.truncate(d / "data_batch_2", 200 * 2**20),
@@ -533,12 +518,6 @@ def test_inflight_cap_answers_503_with_retry_after():
 # --- one real server: slow clients, floods, refusals (bounded: a 2 s read timeout) --------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(port: int, path: str, host: str | None = None) -> tuple[int, float]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host} if host else {})
     t0 = time.perf_counter()
@@ -551,7 +530,7 @@ def _get(port: int, path: str, host: str | None = None) -> tuple[int, float]:
 
 def test_real_server_against_slow_and_hostile_clients(quick_run, tmp_path):
     pytest.importorskip("uvicorn")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("CIFAR10CNN_TOKEN", None)
     server = subprocess.Popen([sys.executable, "-m", "cifar10cnn.cli", "serve", str(quick_run), "--port", str(port),

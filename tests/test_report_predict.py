@@ -236,3 +236,10 @@ def test_ties_break_like_argmax(quick_run, tmp_path, monkeypatch, data):
     Image.fromarray(data.test_x[0].numpy()).save(p)
     (pred,) = predict_module.predict_files(quick_run, [(p, None)], top_k=2)
     assert [c for c, _ in pred.top_k] == ["ship", "truck"] and int(logits.argmax()) == 8
+
+
+def test_transparent_palette_image_is_composited_on_white_at_any_size(tmp_path):
+    for size in ((32, 32), (64, 48)):
+        img = Image.new("P", size, 0)
+        img.putpalette([0, 0, 0] * 256)
+        assert decode_image(_save(img, tmp_path / f"p{size[0]}.png", transparency=0)).min() == 255

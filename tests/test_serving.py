@@ -6,7 +6,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from cifar10cnn.serving.app import Limits, create_app  # noqa: E402
 LOCAL = "http://localhost"  # the guard serves loopback Host names only
 from cifar10cnn.serving.batcher import DynamicBatcher, QueueFull  # noqa: E402
 
-from .conftest import cli  # noqa: E402
+from .conftest import cli, free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT_DIR = os.environ.get("CIFAR10CNN_SCREENSHOTS")  # set to save the page screenshot for the README
@@ -261,12 +260,6 @@ def test_onnx_backend_agrees_with_torch(quick_run, onnx_file, test_pngs):
 # --- a real server process -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 TOKEN = "a-test-token-of-some-length"
 
 
@@ -281,7 +274,7 @@ def token_server(quick_run):
 
 
 def _serve(run, *extra):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cifar10cnn.cli", "serve", str(run), "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

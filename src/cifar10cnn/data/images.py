@@ -21,7 +21,8 @@ import math
 import struct
 import threading
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +59,17 @@ class MemoryBudget:
         self.total, self.used = total, 0
         self._free = threading.Condition()
 
-    def hold(self, n: int) -> AbstractContextManager[None]:
-        budget = self
-
-        class _Held:
-            def __enter__(self) -> None:
-                with budget._free:
-                    budget._free.wait_for(lambda: budget.used == 0 or budget.used + n <= budget.total)
-                    budget.used += n
-
-            def __exit__(self, *_exc) -> None:
-                with budget._free:
-                    budget.used -= n
-                    budget._free.notify_all()
-
-        return _Held()
+    @contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        with self._free:
+            self._free.wait_for(lambda: self.used == 0 or self.used + n <= self.total)
+            self.used += n
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= n
+                self._free.notify_all()
 
 
 def decoded_bytes(mode: str, width: int, height: int) -> int:
@@ -103,7 +100,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         else:
             scale = 255.0 / (65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0)
         return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

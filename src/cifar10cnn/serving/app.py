@@ -47,7 +47,7 @@ from ..evaluation.explain import grad_cam, overlay_png
 from ..inference import predict_logits
 from ..runs import load_run_model, read_metrics
 from .batcher import DynamicBatcher, QueueFull
-from .guard import Access, Guard
+from .guard import Access, Guard, error_response
 
 PAGE = Path(__file__).parent / "page" / "index.html"
 STATUS_FOR_IMAGE_ERROR = {"unsupported": 415, "too_large": 413}  # other kinds: 422
@@ -70,10 +70,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
 
 
 def rss_mb() -> float:
@@ -224,20 +220,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.headers)
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnected(request, _exc: ClientDisconnect):
         client = request.client
         log.warning("client %s disconnected before its request was read", f"{client.host}:{client.port}"
                     if client else "?")
-        return _error(400, "client disconnected")
+        return error_response(400, "client disconnected")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", []))
-        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
 
 
 def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, limits: Limits | None = None,

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 from dataclasses import dataclass, field
+
+from fastapi.responses import JSONResponse
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -50,12 +51,9 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-async def _refuse(send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"error": {"status": status, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """The service's one error shape: {"error": {"status", "message"}}."""
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
 
 
 class Guard:
@@ -63,23 +61,22 @@ class Guard:
 
     def __init__(self, app, access: Access) -> None:
         self.app, self.access, self.inflight = app, access, 0
-        self.refused = {"host": 0, "origin": 0, "token": 0, "busy": 0}
 
-    def _problem(self, scope) -> tuple[str, int, str] | None:
+    def _problem(self, scope) -> tuple[int, str] | None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
                    if k in (b"host", b"origin", b"authorization")}
         host = host_name(headers.get("host", ""))
         if "*" not in self.access.allowed_hosts and host not in self.access.allowed_hosts:
-            return "host", 421, f"Host {host or '(none)'!r} is not served here (allowed: " \
-                                f"{', '.join(self.access.allowed_hosts)}; see serve --allow-host)"
+            return 421, (f"Host {host or '(none)'!r} is not served here (allowed: "
+                         f"{', '.join(self.access.allowed_hosts)}; see serve --allow-host)")
         origin = headers.get("origin")
         same_origin = origin is not None and origin.split("://", 1)[-1].lower() == headers.get("host", "").lower()
         if origin is not None and not same_origin and origin not in self.access.cors_origins:
-            return "origin", 403, f"cross-origin request from {origin} refused (see serve --cors-origin)"
+            return 403, f"cross-origin request from {origin} refused (see serve --cors-origin)"
         if self.access.token and scope["path"].startswith("/v1/"):
             given = headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.access.token}".encode()):
-                return "token", 401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"
+                return 401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"
         return None
 
     async def __call__(self, scope, receive, send) -> None:
@@ -87,16 +84,15 @@ class Guard:
             return await self.app(scope, receive, send)
         problem = self._problem(scope)
         if problem:
-            kind, status, message = problem
-            self.refused[kind] += 1
-            extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
-            return await _refuse(send, status, message, extra)
+            status, message = problem
+            response = error_response(status, message, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
+            return await response(scope, receive, send)
         if not scope["path"].startswith("/v1/"):
             return await self.app(scope, receive, send)
         if self.inflight >= self.access.max_inflight:
-            self.refused["busy"] += 1
-            return await _refuse(send, 503, f"server busy: {self.inflight} requests in flight (limit "
-                                            f"{self.access.max_inflight}); retry shortly", [(b"retry-after", b"1")])
+            response = error_response(503, f"server busy: {self.inflight} requests in flight (limit "
+                                           f"{self.access.max_inflight}); retry shortly", {"Retry-After": "1"})
+            return await response(scope, receive, send)
         self.inflight += 1
         try:
             await self.app(scope, receive, send)
