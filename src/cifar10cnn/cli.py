@@ -444,6 +444,7 @@ def cmd_predict(args) -> int:
 
 def cmd_compare(args) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from .evaluation.compare import compare_runs
 
@@ -461,13 +462,18 @@ def cmd_compare(args) -> None:
         mu = sum(r["train_seconds"]) / len(r["train_seconds"])
         console.print(f"training time {mu:.0f} s mean ({', '.join(f'{s:.0f}' for s in r['train_seconds'])}); "
                       f"epochs {r['epochs']}, best epochs {r['best_epochs']}")
-    table = Table("rank", "class", "accuracy mean ± std", "min–max", f"pooled 95% CI (n={r['per_class'][0]['n']:,})",
-                  title=f"per-class test accuracy ({r['per_class_of']}), best first")
+    table = Table("rank", "class", "accuracy mean ± std", "min–max", "95% interval (seeds + test images)",
+                  title=f"per-class test accuracy ({r['per_class_of']}, {r['per_class'][0]['images']:,} test images "
+                        f"per class), best first")
     for i, c in enumerate(r["per_class"], 1):
-        lo, hi = c["pooled_ci"]
+        lo, hi = c["ci"]
         table.add_row(str(i), c["class"], f"{c['mean']:.1%} ± {c['std']:.1%}", f"{c['min']:.1%}–{c['max']:.1%}",
                       f"{lo:.1%}–{hi:.1%}")
     console.print(table)
+    if r["class_claim"]:
+        claim = r["class_claim"]
+        console.print(Text.assemble("the seed's per-class claim (ships and automobiles easiest, cats and dogs "
+                                    "hardest): ", (claim["verdict"], "bold"), f" — {claim['figures']}"))
 
 
 def cmd_export(args) -> None:

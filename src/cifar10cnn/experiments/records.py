@@ -33,7 +33,6 @@ def run_record(run_dir: Path, variant: str, lr: float, seed: int) -> dict | None
     val_losses = [h["val_loss"] for h in history]
     finite = [i for i, v in enumerate(val_losses) if math.isfinite(v)]
     turn = min(finite, key=lambda i: val_losses[i]) + 1 if finite else None
-    kept = metrics.get("best_epoch") or turn
     last = history[-1] if history else {}
     gap = last.get("train_eval_accuracy", math.nan) - last.get("val_accuracy", math.nan)
     rises = sum(b["train_loss"] > a["train_loss"] for a, b in zip(history, history[1:], strict=False))
@@ -41,10 +40,13 @@ def run_record(run_dir: Path, variant: str, lr: float, seed: int) -> dict | None
         "variant": variant, "lr": lr, "seed": seed, "diverged": diverged, "epochs": len(history),
         # stuck at chance without a NaN: the loss sits at ln 10 (every class equally likely) to the end
         "collapsed": not diverged and bool(history) and last.get("val_accuracy", 1.0) <= CHANCE + 0.01,
-        "val_accuracy": history[kept - 1]["val_accuracy"] if kept else CHANCE, "kept_epoch": kept or 0,
+        # the last epoch's: no early stopping, so nothing is selected on the split this figure is measured on;
+        # a run that diverged ended with a NaN model: chance
+        "val_accuracy": CHANCE if diverged or not history else last["val_accuracy"],
         "gap": gap, "turn_epoch": turn or 0, "val_loss_turned_up": bool(turn and turn < len(history)),
         "loss_rises": rises, "test_accuracy": metrics.get("test_accuracy", math.nan),
-        "seconds": sum(h["seconds"] for h in history), "run": str(run_dir),
+        "test_epoch": metrics.get("best_epoch", 0), "seconds": sum(h["seconds"] for h in history),
+        "run": str(run_dir),
     }
 
 
