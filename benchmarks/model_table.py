@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("--train", nargs="*", help="train only these models now (default: all of --models); the others "
                                                "show their finished runs from --runs, or 'not run yet'")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--remeasure", action="store_true", help="train the --train models again even if kept (a kept "
+                                                             "figure is reused only with the same settings and CPU)")
     args = ap.parse_args()
 
     from cifar10cnn.config import RunConfig
@@ -93,7 +95,9 @@ def main() -> int:
             result_file(args.results, name, args.budget), out,
             lambda name=name, recipe=row["recipe"]: RunConfig.resolve(
                 recipe, {"model": name, "final": True, "time_budget": args.budget}),
-            data, train_now=args.train is None or name in args.train, model=name, budget_minutes=args.budget)
+            data, train_now=args.train is None or name in args.train,
+            remeasure=args.remeasure and (args.train is None or name in args.train), model=name,
+            budget_minutes=args.budget)
         if metrics is not None:
             row.update(test_accuracy=metrics["test_accuracy"], test_accuracy_tta=metrics.get("test_accuracy_tta"),
                        epochs=metrics["epochs"], wall_seconds=metrics["wall_seconds"])

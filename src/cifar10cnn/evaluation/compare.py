@@ -86,7 +86,12 @@ def class_claim(values: dict[str, list[float]], n_images: dict[str, int], easies
 
 
 def compare_runs(runs: list[Path]) -> dict:
-    metrics = [read_metrics(r) for r in runs]
+    return {"runs": [str(r) for r in runs], **summarise([read_metrics(r) for r in runs])}
+
+
+def summarise(metrics: list[dict]) -> dict:
+    """The comparison of several runs' metrics (as in metrics.json, or kept benchmark results holding the same
+    fields): accuracy mean ± std, per-class figures with seed-and-image intervals, the per-class claim's test."""
     if any("test_accuracy" not in m for m in metrics):
         raise UserError("a run has no test figures (a tuning trial?); compare finished, tested runs")
     figures, per_class_of = _per_class_source(metrics)
@@ -95,7 +100,7 @@ def compare_runs(runs: list[Path]) -> dict:
         raise UserError("the runs were evaluated on different classes")
     acc = [m["test_accuracy"] for m in metrics]
     tta = [m.get("test_accuracy_tta") for m in metrics]
-    views = {m.get("tta", {}).get("views") for m in metrics}
+    views = {m.get("tta", {}).get("views", m.get("tta_views")) for m in metrics}
     tta_summary = mean_std(tta) if None not in tta and len(views) == 1 else None
     values = {name: [f["per_class_accuracy"][name] for f in figures] for name in classes}
     n_images = {name: sum(figures[0]["confusion_matrix"][c]) for c, name in enumerate(classes)}
@@ -107,10 +112,10 @@ def compare_runs(runs: list[Path]) -> dict:
     per_class.sort(key=lambda r: -r["mean"])
     mu, sd = mean_std(acc)
     secs = [m.get("train_seconds") for m in metrics if m.get("train_seconds") is not None]
-    return {"runs": [str(r) for r in runs], "test_accuracy": acc, "mean": mu, "std": sd,
+    return {"test_accuracy": acc, "mean": mu, "std": sd,
             "test_accuracy_tta": tta if tta_summary else None, "tta_views": views.pop() if tta_summary else None,
             "tta_mean": tta_summary[0] if tta_summary else None, "tta_std": tta_summary[1] if tta_summary else None,
             "per_class_of": per_class_of,
             "train_seconds": secs, "epochs": [m.get("epochs") for m in metrics],
             "best_epochs": [m.get("best_epoch") for m in metrics], "per_class": per_class,
-            "class_claim": class_claim(values, n_images) if len(runs) > 1 else None}
+            "class_claim": class_claim(values, n_images) if len(metrics) > 1 else None}

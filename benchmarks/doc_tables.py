@@ -1,0 +1,282 @@
+"""The results tables of README.md and docs/*.md, generated from the kept result files in benchmarks/results.
+
+    .venv/bin/python benchmarks/doc_tables.py           rewrite every generated block from the kept files
+    .venv/bin/python benchmarks/doc_tables.py --check   exit 1 and name the blocks that disagree (tests do this)
+
+A block is the text between `<!-- table:NAME … -->` and `<!-- /table:NAME -->` in a page; TABLES maps each
+NAME to the function that renders it. Every row says where it came from: the CPU and precision and the code
+commit recorded in its file, or — for files kept before results recorded provenance — the commit that added
+the file (benchmarks/results/legacy.json), marked "legacy". Edit the prose around a block, never the block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- table:([\w-]+) [^\n]*?-->\n)(.*?)(<!-- /table:\2 -->)", re.S)
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+# --- reading kept files -------------------------------------------------------------------------------------
+
+
+def kept(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def kept_glob(pattern: str) -> list[tuple[str, dict]]:
+    return [(str(p.relative_to(RESULTS)), json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
+
+
+def origin(name: str, result: dict) -> tuple[str, str, str]:
+    """(where a kept figure was measured, what the commit is, the commit): CPU, precision and threads with the code
+    commit recorded in the file — or, for a legacy file, the CPU the docs named and the commit that added it."""
+    prov = result.get("provenance")
+    if prov:
+        code = prov.get("code") or {}
+        commit = (code.get("commit") or "unknown")[:7] + ("+uncommitted changes" if code.get("dirty") else "")
+        return f"{prov['machine_cpu']}, {prov['precision']}, {prov['threads']} thread(s)", "code", commit
+    legacy = json.loads((RESULTS / "legacy.json").read_text())["files"].get(name)
+    if legacy is None:
+        raise KeyError(f"{name} records no provenance and is not listed in benchmarks/results/legacy.json")
+    return "Sapphire Rapids, bf16, legacy", "no provenance kept; files added in", legacy["added_in_commit"][:7]
+
+
+def pct(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2%}"
+    return f"{statistics.fmean(values):.2%} ± {statistics.stdev(values):.2%} (n={len(values)})"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"
+
+
+def origins(items: list[tuple[str, dict]]) -> str:
+    """The origins of several kept figures, grouped by machine: 'CPU, precision (code a, b)'."""
+    by_machine: dict[tuple[str, str], set[str]] = {}
+    for name, result in items:
+        where, what, commit = origin(name, result)
+        by_machine.setdefault((where, what), set()).add(commit)
+    return "; ".join(f"{where} ({what} {', '.join(sorted(commits))})"
+                     for (where, what), commits in sorted(by_machine.items()))
+
+
+# --- the tables ---------------------------------------------------------------------------------------------
+
+
+def _headline_row(label: str, items: list[tuple[str, dict]], tta_label: str, command: str) -> list:
+    runs = [r for _, r in items]
+    tta = [r["test_accuracy_tta"] for r in runs if r.get("test_accuracy_tta") is not None]
+    walls = [r["wall_seconds"] / 60 for r in runs]
+    minutes = f"{walls[0]:.1f}" if len(walls) == 1 else f"{min(walls):.1f}–{max(walls):.1f}"
+    return [label, pct([r["test_accuracy"] for r in runs]), f"{pct(tta)} ({tta_label})" if tta else "–", minutes,
+            origins(items), command]
+
+
+def headline() -> str:
+    """README: one row per recipe, every figure from a kept file, the same kind of time (the run's wall clock:
+    training + test evaluation) in every row."""
+    rows = []
+    seed = kept_glob("make_run/seed*.json")
+    if seed:
+        rows.append(_headline_row("`seed` (the tutorial, exactly; 45k + 5k validation, early stopping)", seed, "",
+                                  "`make run SEED=s`"))
+    rows.append(_headline_row("`fast` (airbench94-shaped)", kept_glob("fast/final-seed*.json"),
+                              "multi-crop, 6 views", "`cifar10cnn train --recipe fast --final --seed s`"))
+    rows.append(_headline_row("`fast`, 5-minute budget", kept_glob("fast/budget-5min.json"), "multi-crop, 6 views",
+                              "`cifar10cnn train --recipe fast --final --time-budget 5`"))
+    rows.append(_headline_row("`seed-aug` (+ augmentation, one-cycle), 20-minute budget",
+                              kept_glob("model_table/seed-budget20.json"), "flip, 2 views",
+                              "`cifar10cnn train --recipe seed-aug --final --time-budget 20`"))
+    rows.append(_headline_row("`resnet` (ResNet-20), 20-minute budget", kept_glob("model_table/resnet20-budget20.json"),
+                              "flip, 2 views", "`cifar10cnn train --recipe resnet --final --time-budget 20`"))
+    return table(["recipe", "test accuracy, single view", "with TTA", "minutes (run wall clock: train + test)",
+                  "measured on", "command"], rows)
+
+
+def make_run() -> str:
+    """results.md: the seed model the seed's way, one row per seed."""
+    items = kept_glob("make_run/seed*.json")
+    rows = [[r["seed"], f"{r['test_accuracy']:.2%}", f"{r['best_epoch']} / {r['epochs']}", f"{r['train_seconds']:.0f}",
+             f"{r['wall_seconds']:.0f}", r["provenance"]["threads"]] for _, r in items]
+    rows.append(["**mean ± std**", f"**{pct([r['test_accuracy'] for _, r in items])}**", "", "", "", ""])
+    notes = sorted({r.get("note", "") for _, r in items})
+    return (table(["seed", "test accuracy (single view)", "best epoch / epochs", "training s", "run wall s",
+                   "threads"], rows)
+            + f"\nMeasured on: {origins(items)}. How the runs shared the machine: {'; '.join(notes)}.\n")
+
+
+def make_run_classes() -> str:
+    """results.md: the per-class ranking over the `make run` seeds and the test of the seed's per-class claim."""
+    from cifar10cnn.evaluation.compare import summarise
+
+    items = kept_glob("make_run/seed*.json")
+    s = summarise([r for _, r in items])
+    rows = [[i, c["class"], f"{c['mean']:.1%} ± {c['std']:.1%}", f"{c['min']:.1%}–{c['max']:.1%}",
+             f"{c['ci'][0]:.1%}–{c['ci'][1]:.1%}"] for i, c in enumerate(s["per_class"], 1)]
+    claim = s["class_claim"]
+    return (table(["rank", "class", "accuracy mean ± std", "min–max over seeds",
+                   f"95% interval (seeds + {s['per_class'][0]['images']:,} test images)"], rows)
+            + f"\nThe seed's per-class claim, tested across the {len(items)} seeds: **{claim['verdict']}** — "
+              f"{claim['figures']}.\n")
+
+
+def _fast_rows(items: list[tuple[str, dict]]) -> list[list]:
+    return [[r["seed"], f"{r['test_accuracy_tta']:.2%}", f"{r['test_accuracy']:.2%}", r["epochs"],
+             f"{r['train_seconds']:.0f} s", f"{r['wall_seconds'] / 60:.1f} min"] for _, r in items]
+
+
+def fast_final(pattern: str = "fast/final-seed*.json") -> str:
+    items = kept_glob(pattern)
+    rows = _fast_rows(items)
+    rows.append(["**mean ± std**", f"**{pct([r['test_accuracy_tta'] for _, r in items])}**",
+                 pct([r["test_accuracy"] for _, r in items]), "", "",
+                 f"max {max(r['wall_seconds'] for _, r in items) / 60:.1f} min"])
+    return (table(["seed", "test accuracy (multi-crop TTA, 6 views)", "single view", "epochs", "training",
+                   "run wall clock"], rows) + f"\nMeasured on: {origins(items)}.\n")
+
+
+def fast_budget() -> str:
+    items = sorted(kept_glob("fast/budget-*.json"), key=lambda x: x[1]["minutes"])
+    rows = [[f"{r['minutes']:g} min, seed {r.get('seed', 0)}", f"{r['test_accuracy_tta']:.2%}",
+             f"{r['test_accuracy']:.2%}",
+             f"{r['budget']['planned_epochs']} → {r['budget']['epochs_run']}",
+             f"{r['budget']['train_images_per_s']:,.0f}", f"{r['wall_seconds'] / 60:.1f} min"] for _, r in items]
+    return (table(["`--time-budget`", "test accuracy (multi-crop TTA, 6 views)", "single view",
+                   "epochs planned → run", "probe's train img/s", "run wall clock"], rows)
+            + f"\nMeasured on: {origins(items)}.\n")
+
+
+def _plan(r: dict) -> str:
+    """'6' or '6→5' (re-planned after a slower epoch than the probe measured)."""
+    b = r["budget"]
+    return f"{b['planned_epochs']}→{r['epochs']}" if b.get("replanned") else str(r["epochs"])
+
+
+def fast_switches() -> str:
+    """Each trick turned off under the same budget, against (a) every full-recipe run kept under that budget
+    (mean, n stated) and (b) full-recipe runs with the same epochs and the same plan (clean or re-planned)."""
+    switches = kept_glob("fast/switch-*.json")
+    minutes = switches[0][1]["minutes"]
+    full = [(n, r) for n, r in switches if r["switch"] == "none"]
+    full += [(n, r) for n, r in kept_glob(f"fast/budget-{minutes:g}min*.json")]
+    full_acc = [r["test_accuracy_tta"] for _, r in full]
+    baseline = statistics.fmean(full_acc)
+    same_plan: dict[str, list[float]] = {}
+    for _, r in full:
+        same_plan.setdefault(_plan(r), []).append(r["test_accuracy_tta"])
+    for _, r in kept_glob("fast/final-*ep-seed*.json"):  # the recipe shortened to E epochs: a clean E-epoch plan
+        same_plan.setdefault(str(r["epochs"]), []).append(r["test_accuracy_tta"])
+
+    def vs(r: dict, ref: list[float] | None) -> str:
+        return f"{(r['test_accuracy_tta'] - statistics.fmean(ref)) * 100:+.2f} (n={len(ref)})" if ref else "–"
+
+    rows = [[r["switch"] if r["switch"] != "none" else "nothing (the full recipe)", f"{r['test_accuracy_tta']:.2%}",
+             f"{r['test_accuracy']:.2%}", vs(r, full_acc) if r["switch"] != "none" else "",
+             vs(r, same_plan.get(_plan(r))) if r["switch"] != "none" else "", _plan(r),
+             f"{r['budget']['train_images_per_s']:,.0f}", f"{r['wall_seconds'] / 60:.1f} min"] for _, r in switches]
+    probe = [r["budget"]["train_images_per_s"] for _, r in switches + full]
+    spread = (max(probe) - min(probe)) / 2 / statistics.fmean(probe)
+    refs = "; ".join(f"{plan} epochs: {pct(v)}" for plan, v in sorted(same_plan.items()))
+    return (table(["turned off", "test accuracy (recipe's TTA)", "single view",
+                   f"points vs the full recipe under {minutes:g} min (mean of {len(full)} runs: {baseline:.2%})",
+                   "points vs the full recipe, same epochs and plan", "epochs (planned→run)", "probe's img/s",
+                   "run wall clock"], rows)
+            + f"\nReferences by plan (test accuracy with TTA): {refs}. The probe measured {min(probe):,.0f}–"
+              f"{max(probe):,.0f} img/s over these runs (±{spread:.0%} around their mean). "
+              + (f"**The budget baseline has {len(full)} runs, fewer than the 3 a fair baseline needs** "
+                 f"(`benchmarks/fast_recipe.py budget --minutes {minutes:g} --seeds 0 1 2` adds them). "
+                 if len(full) < 3 else "")
+            + f"Measured on: {origins(switches + full)}.\n")
+
+
+def model_table() -> str:
+    from cifar10cnn.models import create_model, forward_flops, trainable_params
+
+    items = sorted(kept_glob("model_table/*.json"), key=lambda x: forward_flops(create_model(x[1]["model"])))
+    rows = []
+    for _, r in items:
+        net = create_model(r["model"])
+        rows.append([f"`{r['model']}`", f"{trainable_params(net):,}", f"{forward_flops(net) / 1e6:,.1f}",
+                     "`seed-aug`" if r["model"] == "seed" else "`resnet`", f"{r['test_accuracy_tta']:.2%}",
+                     f"{r['test_accuracy']:.2%}", r["epochs"], f"{r['wall_seconds'] / 60:.1f} min"])
+    return (table(["model", "trainable params", "forward MFLOPs / image", "recipe",
+                   f"test accuracy after {items[0][1]['budget_minutes']:g} min (flip TTA, 2 views)", "single view",
+                   "epochs", "run wall clock"], rows) + f"\nMeasured on: {origins(items)}.\n")
+
+
+def tune_seeds() -> str:
+    """The tuned and the recipe's settings retrained with 3 seeds, and Welch's test of the difference."""
+    from cifar10cnn.stats import welch
+
+    runs = kept("tune/final_seeds.json")
+    best, base = ([r["test_accuracy"] for r in sorted(runs[k], key=lambda r: r["seed"])] for k in ("best", "baseline"))
+    c = welch(best, base)
+    rows = [["the seed recipe", *(f"{a:.2%}" for a in base), pct(base)],
+            ["tuned (the best trial)", *(f"{a:.2%}" for a in best), f"**{pct(best)}**"]]
+    return (table(["`--final`, 4 epochs on 50,000 images", *(f"seed {r['seed']}" for r in runs["best"]),
+                   "mean ± std"], rows)
+            + f"\nTuned − recipe: **{c.diff * 100:+.2f} points** (95% CI {c.ci[0] * 100:+.2f} to {c.ci[1] * 100:+.2f}, "
+              f"Welch p = {c.p:.2g}; computed here from the kept file). "
+              f"Measured on: {origins([('tune/final_seeds.json', runs)])}.\n")
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "headline": headline, "make-run": make_run, "make-run-classes": make_run_classes, "fast-final": fast_final,
+    "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
+    "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
+}
+
+
+# --- the blocks ---------------------------------------------------------------------------------------------
+
+
+def render(name: str) -> str:
+    if name not in TABLES:
+        raise KeyError(f"no table named {name!r}; known: {', '.join(TABLES)}")
+    return TABLES[name]()
+
+
+def blocks_in(text: str) -> dict[str, str]:
+    return {m.group(2): m.group(3) for m in BLOCK.finditer(text)}
+
+
+def regenerate(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group(2)) + m.group(4), text)
+
+
+def stale_blocks(text: str) -> list[str]:
+    return [name for name, body in blocks_in(text).items() if body != render(name)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only say which blocks disagree with the kept files")
+    args = ap.parse_args()
+    stale = 0
+    for page in pages():
+        text = page.read_text()
+        names = stale_blocks(text)
+        stale += len(names)
+        if names and not args.check:
+            page.write_text(regenerate(text))
+        for name in names:
+            print(f"{page.relative_to(ROOT)}: {name} {'is stale' if args.check else 'regenerated'}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Kept benchmark results: each records how it was made, is reused only with the same settings on the same CPU,
+and the docs' results tables are exactly what the kept files give."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar10cnn.config import RunConfig
+from cifar10cnn.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmark scripts import each other by name
+
+import doc_tables  # noqa: E402
+import kept_runs  # noqa: E402
+
+
+def _tiny(**overrides) -> RunConfig:
+    return RunConfig.resolve("seed", {"subset": 500, "val_size": 200, "batch_size": 50, "epochs": 1, **overrides})
+
+
+def test_a_kept_result_records_its_provenance_and_is_reused_only_when_settings_match(tmp_path, data, monkeypatch):
+    from cifar10cnn.provenance import cpu_name
+
+    result, run_dir = tmp_path / "kept.json", tmp_path / "run"
+    kept = kept_runs.kept_or_trained(result, run_dir, _tiny, data, seed_label=0)
+    assert json.loads(result.read_text()) == kept
+    prov = kept["provenance"]
+    assert kept["settings"] == _tiny().to_dict() and kept["seed_label"] == 0
+    assert prov["machine_cpu"] == cpu_name() and prov["precision"] in ("fp32", "bf16")
+    assert prov["code"]["commit"] and prov["torch"].startswith("2.") and prov["threads"] >= 1
+    assert prov["command"] and prov["trained"] and prov["kept"]
+
+    from cifar10cnn.training import engine
+
+    monkeypatch.setattr(engine, "train", lambda *a, **k: pytest.fail("a kept figure was trained again"))
+    assert kept_runs.kept_or_trained(result, run_dir, _tiny, data, seed_label=0) == kept  # same settings: reused
+    with pytest.raises(UserError, match=r"other settings \(epochs 1 → 2\)"):
+        kept_runs.kept_or_trained(result, run_dir, lambda: _tiny(epochs=2), data)
+    result.unlink()  # only the finished folder is left: its config.json is checked the same way
+    with pytest.raises(UserError, match=r"epochs 1 → 2"):
+        kept_runs.kept_or_trained(result, run_dir, lambda: _tiny(epochs=2), data)
+    assert kept_runs.kept_or_trained(result, run_dir, _tiny, data)["settings"] == kept["settings"]
+
+    elsewhere = {**kept, "provenance": {**prov, "machine_cpu": "Some Other CPU"}}
+    result.write_text(json.dumps(elsewhere))
+    with pytest.raises(UserError, match="was made on Some Other CPU, this machine is"):
+        kept_runs.kept_or_trained(result, run_dir, _tiny, data)
+    legacy = {k: v for k, v in kept.items() if k not in ("settings", "provenance")}
+    result.write_text(json.dumps(legacy))
+    with pytest.raises(UserError, match="kept before settings were recorded"):
+        kept_runs.kept_or_trained(result, run_dir, _tiny, data)
+
+
+def test_remeasure_trains_again_and_replaces_the_kept_file(tmp_path, data):
+    result, run_dir = tmp_path / "kept.json", tmp_path / "run"
+    result.write_text(json.dumps({"test_accuracy": 0.5}))  # a legacy figure
+    fresh = kept_runs.kept_or_trained(result, run_dir, _tiny, data, remeasure=True)
+    assert "provenance" in fresh and json.loads(result.read_text())["test_accuracy"] == fresh["test_accuracy"]
+
+
+def test_the_docs_tables_are_generated_from_the_kept_files():
+    """Every generated block in README.md and docs/*.md is exactly what its kept files give today."""
+    stale = [f"{page.name}: {name}" for page in doc_tables.pages()
+             for name in doc_tables.stale_blocks(page.read_text())]
+    assert not stale, f"tables that disagree with their kept files (run benchmarks/doc_tables.py): {stale}"
+    assert sum(len(doc_tables.blocks_in(p.read_text())) for p in doc_tables.pages()) >= 8
+
+
+def test_a_changed_kept_figure_makes_its_table_stale(tmp_path, monkeypatch):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results)
+    monkeypatch.setattr(doc_tables, "RESULTS", results)
+    readme = (ROOT / "README.md").read_text()
+    assert not doc_tables.stale_blocks(readme)
+    kept = results / "fast" / "final-seed1.json"
+    figures = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**figures, "test_accuracy_tta": figures["test_accuracy_tta"] - 0.01}))
+    assert "headline" in doc_tables.stale_blocks(readme)
+    with pytest.raises(KeyError, match="no-such-table"):
+        doc_tables.render("no-such-table")
