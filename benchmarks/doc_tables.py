@@ -107,9 +107,14 @@ def headline() -> str:
                   "measured on", "command"], rows)
 
 
+NOT_YET = "_No kept runs yet: `benchmarks/seed_runs.py` trains and keeps them._\n"
+
+
 def make_run() -> str:
     """results.md: the seed model the seed's way, one row per seed."""
     items = kept_glob("make_run/seed*.json")
+    if not items:
+        return NOT_YET
     rows = [[r["seed"], f"{r['test_accuracy']:.2%}", f"{r['best_epoch']} / {r['epochs']}", f"{r['train_seconds']:.0f}",
              f"{r['wall_seconds']:.0f}", r["provenance"]["threads"]] for _, r in items]
     rows.append(["**mean ± std**", f"**{pct([r['test_accuracy'] for _, r in items])}**", "", "", "", ""])
@@ -124,6 +129,8 @@ def make_run_classes() -> str:
     from cifar10cnn.evaluation.compare import summarise
 
     items = kept_glob("make_run/seed*.json")
+    if len(items) < 2:
+        return NOT_YET
     s = summarise([r for _, r in items])
     rows = [[i, c["class"], f"{c['mean']:.1%} ± {c['std']:.1%}", f"{c['min']:.1%}–{c['max']:.1%}",
              f"{c['ci'][0]:.1%}–{c['ci'][1]:.1%}"] for i, c in enumerate(s["per_class"], 1)]
@@ -132,6 +139,21 @@ def make_run_classes() -> str:
                    f"95% interval (seeds + {s['per_class'][0]['images']:,} test images)"], rows)
             + f"\nThe seed's per-class claim, tested across the {len(items)} seeds: **{claim['verdict']}** — "
               f"{claim['figures']}.\n")
+
+
+def class_claim_verdict() -> str:
+    """README: the per-class claim's verdict over the kept `make run` seeds, in one sentence."""
+    items = kept_glob("make_run/seed*.json")
+    if len(items) < 2:
+        return NOT_YET
+    from cifar10cnn.evaluation.compare import summarise
+
+    s = summarise([r for _, r in items])
+    top = ", ".join(f"{c['class']} {c['mean']:.1%}" for c in s["per_class"][:2])
+    bottom = ", ".join(f"{c['class']} {c['mean']:.1%}" for c in s["per_class"][-2:])
+    return (f"The seed's per-class claim (ships and automobiles easiest, cats and dogs hardest) over the "
+            f"{len(items)} `make run` seeds: **{s['class_claim']['verdict']}** (easiest {top}; hardest {bottom}; "
+            f"{s['class_claim']['figures']}).\n")
 
 
 def _fast_rows(items: list[tuple[str, dict]]) -> list[list]:
@@ -234,10 +256,34 @@ def tune_seeds() -> str:
               f"Measured on: {origins([('tune/final_seeds.json', runs)])}.\n")
 
 
+def engine_refactor_speed() -> str:
+    """speed.md: `cifar10cnn bench` before/after the engine refactor, alternating runs in one sitting."""
+    lines = (RESULTS / "speed" / "engine-refactor-bench.jsonl").read_text().splitlines()
+    about, runs = json.loads(lines[0]), [json.loads(line) for line in lines[1:] if line.strip()]
+    rows = []
+    for args in dict.fromkeys(r["args"] for r in runs):
+        by = {code: [r for r in runs if r["args"] == args and r["code"] == code] for code in ("before", "after")}
+
+        def ms(code: str, key: str, by=by) -> str:
+            v = [r[key] for r in by[code]]
+            return f"{statistics.fmean(v):,.0f} ± {statistics.stdev(v):,.0f}"
+
+        ratio = (statistics.fmean(r["train_images_per_s"] for r in by["after"])
+                 / statistics.fmean(r["train_images_per_s"] for r in by["before"]))
+        rows.append([f"`cifar10cnn bench {args}`", ms("before", "train_images_per_s"),
+                     ms("after", "train_images_per_s"), f"{ratio:.2f}",
+                     ms("before", "eval_images_per_s"), ms("after", "eval_images_per_s"),
+                     len(by["before"])])
+    return (table(["command", "train img/s before", "after", "after / before", "eval img/s before", "after",
+                   "runs each"], rows)
+            + f"\n{about['about']}; {about['cpu']}; {about['date']}. Mean ± std over the runs.\n")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "make-run": make_run, "make-run-classes": make_run_classes, "fast-final": fast_final,
     "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
     "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
+    "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
 }
 
 

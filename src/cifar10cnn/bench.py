@@ -18,7 +18,11 @@ from .training.parts import build_parts
 
 def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images: int = 10_000,
           warmup_images: int = 1_000) -> dict:
-    """Training and evaluation images/s after warm-up (optimizer steps included in training)."""
+    """Training and evaluation images/s after warm-up (optimizer steps included in training).
+
+    Training warms up on max(warmup_images, 10 batches) images — never fewer than 10 batches, so one-time
+    costs (oneDNN kernel selection, torch.compile) are paid before timing — then times train_images.
+    Evaluation warms up on 2 batches and times eval_images, at cfg.eval_batch_size (500 by default)."""
     if cfg.linear_probe:
         raise UserError("bench times whole-network training steps on images; a linear probe trains its head on "
                         "cached features (see the transfer-linear run's features_seconds and epoch times)")
