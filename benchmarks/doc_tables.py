@@ -253,7 +253,7 @@ def tune_seeds() -> str:
                    "mean ± std"], rows)
             + f"\nTuned − recipe: **{c.diff * 100:+.2f} points** (95% CI {c.ci[0] * 100:+.2f} to {c.ci[1] * 100:+.2f}, "
               f"Welch p = {c.p:.2g}; computed here from the kept file). "
-              f"Measured on: {origins([('tune/final_seeds.json', runs)])}.\n")
+              f"Measured on: {origins([('tune/final_seeds.json', r) for r in runs['best'] + runs['baseline']])}.\n")
 
 
 def engine_refactor_speed() -> str:

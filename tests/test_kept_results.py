@@ -85,3 +85,22 @@ def test_a_changed_kept_figure_makes_its_table_stale(tmp_path, monkeypatch):
     assert "headline" in doc_tables.stale_blocks(readme)
     with pytest.raises(KeyError, match="no-such-table"):
         doc_tables.render("no-such-table")
+
+
+def test_tune_seeds_retrains_a_studys_final_settings_with_more_seeds(tmp_path, data, monkeypatch):
+    """benchmarks/tune_seeds.py: the study's final runs with only the seed changed, kept in the docs' format."""
+    import tune_seeds
+
+    from .conftest import QUICK, cli
+
+    study = tmp_path / "study"
+    for name, lr in (("best", "0.002"), ("baseline", "0.001")):
+        assert cli("train", *QUICK, "--epochs", "1", "--lr", lr, "--final", "--out", study / f"final-{name}") == 0
+    results = tmp_path / "kept"
+    monkeypatch.setattr(sys, "argv", ["tune_seeds.py", str(study), "--seeds", "0", "1", "--results", str(results)])
+    assert tune_seeds.main() == 0
+    kept = json.loads((results / "final_seeds.json").read_text())
+    assert [r["seed"] for r in kept["best"]] == [0, 1] and kept["best"][0]["settings"]["lr"] == 0.002
+    assert kept["baseline"][1]["settings"] == {**kept["baseline"][0]["settings"], "seed": 1}
+    assert (study / "final-best-seed1" / "metrics.json").is_file()  # seed 0 was the study's own final run
+    assert not (study / "final-best-seed0").exists()
