@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -33,6 +34,7 @@ def main() -> int:
     from cifar10cnn.data.cifar10 import channel_stats, load_cifar10
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import build_classifier
+    from cifar10cnn.provenance import provenance
     from cifar10cnn.runtime import resolve_runtime
     from cifar10cnn.training.loop import train_one_epoch
     from cifar10cnn.training.parts import build_parts
@@ -74,11 +76,17 @@ def main() -> int:
         train_one_epoch(model, opt, data.train_x, data.train_y, order, rt, cfg.batch_size, **kwargs)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    lines += ["", f"## torch.profiler: {args.profile_steps} training steps of the recipe (bf16, channels_last)", "",
+    lines += ["", f"## torch.profiler: {args.profile_steps} training steps of the recipe ({rt.precision}, "
+              f"{'channels_last' if cfg.channels_last else 'NCHW'})", "",
               "| operator | self CPU time | share | calls |", "|---|---|---|---|"]
     for e in events[:15]:
         lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e3:,.0f} ms | {e.self_cpu_time_total / total:.1%} | "
                      f"{e.count} |")
+    prov = provenance()
+    code = prov["code"]
+    lines += ["", f"Measured by `{' '.join(sys.argv)}` on {prov['cpu']} ({torch.get_num_threads()} threads), torch "
+              f"{prov['torch']}, code {code['commit']}{' + uncommitted changes' if code['dirty'] else ''}, "
+              f"{datetime.now(UTC).isoformat(timespec='seconds')}."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(args.out, text)
     print(text)
