@@ -67,18 +67,20 @@ def class_claim(values: dict[str, list[float]], n_images: dict[str, int], easies
     pairs += [(o, h) for h in hardest for o in values if o not in hardest and (o, h) not in pairs]
     comps = [paired_seed_and_image(values[a], values[b], n_images[a], n_images[b], f"{a} > {b}") for a, b in pairs]
     verdicts, adjusted = family_verdicts(comps, alpha, min_effect=0.0)
-    rows = [{"above": a, "below": b, "diff": c.diff, "ci": c.ci, "p_holm": p, "verdict": v,
+    rows = [{"above": a, "below": b, "diff": c.diff, "ci": c.ci if c.testable else None,
+             "p_holm": p if c.testable else None, "verdict": v,
              "runs_in_order": _in_order(values, a, b), "runs": runs}
             for (a, b), c, p, v in zip(pairs, comps, adjusted, verdicts, strict=True)]
     verdict = all_of(verdicts)
     held = sum(v == SUPPORTED for v in verdicts)
     against = [r for r in rows if r["verdict"] == NOT_SUPPORTED]
-    weakest = max(rows, key=lambda r: (r["p_holm"] if r["p_holm"] == r["p_holm"] else 2.0, -r["diff"]))
+    # the pair furthest from significance (an untestable pair, with no spread at all, counts as furthest)
+    weakest = max(rows, key=lambda r: (2.0 if r["p_holm"] is None else r["p_holm"], -r["diff"]))
     figures = (f"{held} of {len(rows)} pairs significant in the claimed order (Holm, alpha {alpha:g}, paired over "
                f"{runs} runs, seed and test-image noise)")
     if against:
         figures += "; against the claim: " + ", ".join(f"{r['below']} above {r['above']}" for r in against)
-    elif verdict == INCONCLUSIVE:
+    elif verdict == INCONCLUSIVE and weakest["p_holm"] is not None:
         figures += (f"; the weakest: {weakest['above']} − {weakest['below']} {weakest['diff'] * 100:+.1f} points "
                     f"(95% CI {weakest['ci'][0] * 100:+.1f} to {weakest['ci'][1] * 100:+.1f}, Holm p "
                     f"{weakest['p_holm']:.2g}; in order in {weakest['runs_in_order']} of {runs} runs)")
