@@ -279,11 +279,57 @@ def engine_refactor_speed() -> str:
             + f"\n{about['about']}; {about['cpu']}; {about['date']}. Mean ± std over the runs.\n")
 
 
+def _measured_by(result: dict) -> str:
+    prov, code = result["provenance"], result["provenance"]["code"]
+    return (f"`{result['command']}` on {prov['cpu']}, torch {prov['torch']}, code {code['commit'][:7]}"
+            f"{' + uncommitted changes' if code['dirty'] else ''}")
+
+
+def predict_onnx() -> str:
+    """results.md: `predict` on the test set as PNG files against `evaluate`, and ONNX parity, from one kept file."""
+    path = RESULTS / "use" / "predict_onnx.json"
+    if not path.is_file():
+        return "_Not kept yet: `benchmarks/predict_vs_evaluate.py RUN --out " \
+               "benchmarks/results/use/predict_onnx.json` measures it._\n"
+    r = json.loads(path.read_text())
+    o = r["onnx"]
+    rows = [["`predict` on the test images as PNG files vs `evaluate` (same weights)",
+             f"accuracy {r['predict_accuracy']:.2%} vs {r['evaluate_accuracy']:.2%}; same top-1 for "
+             f"{r['agreement']:,} of {r['images']:,}"],
+            ["`predict`, end to end (start-up, PNG decoding, inference)",
+             f"{r['predict_seconds']:.1f} s = {r['images'] / r['predict_seconds']:,.0f} images/s "
+             f"({r['precision']}; `evaluate`'s forward pass alone: {r['evaluate_forward_images_per_s']:,.0f} "
+             f"images/s)"],
+            ["ONNX (onnxruntime) vs PyTorch fp32, same images",
+             f"same top-1 {o['same_top1']:,}/{o['images']:,}; max \\|Δp\\| {o['max_abs_diff']:.2e} (tolerance "
+             f"{o['tolerance']:.0e}); {o['onnx_mb']:.1f} MB"]]
+    return table(["check", "result"], rows) + f"\nMeasured by {_measured_by(r)}; run {r['run']}.\n"
+
+
+def _mb(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} MB"
+
+
+def serving() -> str:
+    """results.md: `serve` under `loadtest`, rows appended by benchmarks/serve_bench.py --out."""
+    path = RESULTS / "use" / "serve_bench.jsonl"
+    if not path.is_file():
+        return "_Not kept yet: `benchmarks/serve_bench.py RUN --out benchmarks/results/use/serve_bench.jsonl`._\n"
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [[r["backend"], r["clients"], f"{r['images_per_s']:,.0f}", f"{r['p50_ms']:.1f} ms",
+             f"{r['p95_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms", r["errors"],
+             f"{r['forward_passes']:,} / {r['requests']:,}",
+             f"{_mb(r['server_rss_mb_start'])} → {_mb(r['server_rss_mb_end'])}"] for r in runs]
+    return (table(["backend", "clients", "images/s", "p50", "p95", "p99", "errors", "forward passes / requests",
+                   "server memory"], rows) + f"\nMeasured by {_measured_by(runs[0])}.\n")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "make-run": make_run, "make-run-classes": make_run_classes, "fast-final": fast_final,
     "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
     "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
+    "predict-onnx": predict_onnx, "serving": serving,
 }
 
 

@@ -1,10 +1,13 @@
 """`predict` on the 10,000 test images written as PNG files vs `evaluate` on the same images.
 
-    .venv/bin/python benchmarks/predict_vs_evaluate.py RUN_DIR
+    .venv/bin/python benchmarks/predict_vs_evaluate.py RUN_DIR [--out FILE.json]
 
 Writes the test set as PNGs (label in the file name) to a temporary folder, runs
 `cifar10cnn predict RUN_DIR FOLDER --json` as a user would (timed end to end: start-up, decoding,
-inference), and compares image by image with the run's model applied to the test tensor.
+inference), and compares image by image with the run's model applied to the test tensor. Then exports
+the run to ONNX (export.export_onnx, as `cifar10cnn export`) and checks onnxruntime against PyTorch on
+the same images. With --out the figures are kept, with the run and this machine's provenance (the docs'
+table is generated from that file by benchmarks/doc_tables.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PIL import Image
@@ -24,6 +28,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--images", type=int, default=10_000)
+    ap.add_argument("--out", type=Path, help="keep the figures in this JSON file")
     args = ap.parse_args()
 
     from cifar10cnn.data.cifar10 import load_cifar10
@@ -53,7 +58,32 @@ def main() -> int:
     print(f"evaluate accuracy {acc_eval:.2%}   predict accuracy {acc_predict:.2%}   agreement {agree:,}/{n:,}")
     print(f"predict: {predict_s:.1f} s end to end ({n / predict_s:,.0f} images/s incl. start-up and PNG decoding); "
           f"evaluate forward pass alone: {n / eval_s:,.0f} images/s")
-    return 0 if agree == n else 1
+    onnx = _onnx_parity(args.run_dir, data.test_x[:n])
+    print(f"ONNX: same top-1 {onnx['same_top1']:,}/{onnx['images']:,}, max |Δp| {onnx['max_abs_diff']:.2e} "
+          f"(tolerance {onnx['tolerance']:.0e}), {onnx['onnx_mb']:.1f} MB")
+    if args.out:
+        from cifar10cnn.fileio import atomic_write_json, read_json
+        from cifar10cnn.provenance import provenance
+
+        made = read_json(args.run_dir / "config.json", "run config")
+        atomic_write_json(args.out, {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "run": str(args.run_dir),
+            "run_code": made.get("code"), "run_runtime": made.get("runtime"), "provenance": provenance(),
+            "precision": rt.precision, "threads": rt.threads, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "images": n, "evaluate_accuracy": acc_eval, "predict_accuracy": acc_predict, "agreement": agree,
+            "predict_seconds": round(predict_s, 2), "evaluate_forward_images_per_s": round(n / eval_s, 1),
+            "onnx": onnx})
+    return 0 if agree == n and onnx["ok"] else 1
+
+
+def _onnx_parity(run_dir: Path, images) -> dict:
+    """Export the run (to a temporary file) and compare onnxruntime with PyTorch on these images."""
+    from cifar10cnn.export import export_onnx, verify_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(run_dir, Path(tmp) / "model.onnx", 18)
+        check = verify_onnx(path, run_dir, images)
+        return {**check, "onnx_mb": round(path.stat().st_size / 1e6, 2)}
 
 
 if __name__ == "__main__":

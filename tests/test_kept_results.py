@@ -104,3 +104,18 @@ def test_tune_seeds_retrains_a_studys_final_settings_with_more_seeds(tmp_path, d
     assert kept["baseline"][1]["settings"] == {**kept["baseline"][0]["settings"], "seed": 1}
     assert (study / "final-best-seed1" / "metrics.json").is_file()  # seed 0 was the study's own final run
     assert not (study / "final-best-seed0").exists()
+
+
+def test_predict_and_onnx_figures_are_kept_and_rendered(quick_run, tmp_path, monkeypatch):
+    """benchmarks/predict_vs_evaluate.py --out keeps predict-vs-evaluate and ONNX parity; doc_tables renders it."""
+    import predict_vs_evaluate
+
+    out = tmp_path / "results" / "use" / "predict_onnx.json"
+    monkeypatch.setattr(sys, "argv", ["predict_vs_evaluate.py", str(quick_run), "--images", "200", "--out", str(out)])
+    assert predict_vs_evaluate.main() == 0
+    kept = json.loads(out.read_text())
+    assert kept["images"] == 200 and kept["agreement"] == 200 and kept["onnx"]["same_top1"] == 200
+    assert kept["predict_accuracy"] == kept["evaluate_accuracy"] and kept["provenance"]["code"]["commit"]
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    text = doc_tables.render("predict-onnx")
+    assert "same top-1 for 200 of 200" in text and str(quick_run) in text
