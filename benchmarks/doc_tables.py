@@ -46,7 +46,8 @@ def origin(name: str, result: dict) -> tuple[str, str, str]:
     if prov:
         code = prov.get("code") or {}
         commit = (code.get("commit") or "unknown")[:7] + ("+uncommitted changes" if code.get("dirty") else "")
-        return f"{prov['machine_cpu']}, {prov['precision']}, {prov['threads']} thread(s)", "code", commit
+        where = f"{prov['machine_cpu']}, {prov['precision']}, {prov['threads']} thread(s)"
+        return where + (f", {result['note']}" if result.get("note") else ""), "code", commit
     legacy = json.loads((RESULTS / "legacy.json").read_text())["files"].get(name)
     if legacy is None:
         raise KeyError(f"{name} records no provenance and is not listed in benchmarks/results/legacy.json")
@@ -118,10 +119,8 @@ def make_run() -> str:
     rows = [[r["seed"], f"{r['test_accuracy']:.2%}", f"{r['best_epoch']} / {r['epochs']}", f"{r['train_seconds']:.0f}",
              f"{r['wall_seconds']:.0f}", r["provenance"]["threads"]] for _, r in items]
     rows.append(["**mean ± std**", f"**{pct([r['test_accuracy'] for _, r in items])}**", "", "", "", ""])
-    notes = sorted({r.get("note", "") for _, r in items})
     return (table(["seed", "test accuracy (single view)", "best epoch / epochs", "training s", "run wall s",
-                   "threads"], rows)
-            + f"\nMeasured on: {origins(items)}. How the runs shared the machine: {'; '.join(notes)}.\n")
+                   "threads"], rows) + f"\nMeasured on: {origins(items)}.\n")
 
 
 def make_run_classes() -> str:
