@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cifar10cnn.errors import TrainingDiverged, UserError
 from cifar10cnn.experiments.ablate import VARIANTS, AblationSettings, run_ablation, run_name
@@ -126,6 +129,45 @@ def test_combining_verdicts():
     assert any_of([same, better]) == SUPPORTED  # matters at some learning rate only
     assert any_of([worse, better]) == NOT_SUPPORTED  # contradicted somewhere
     assert any_of([same, same]) == NOT_SUPPORTED
+
+
+accuracy = st.floats(0.01, 0.99, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(accuracy, min_size=1, max_size=6), st.integers(50, 20_000))
+def test_the_seed_and_image_interval_holds_its_mean_and_is_never_narrower_than_either_noise(values, n):
+    import statistics
+
+    lo, hi = seed_and_image_interval(values, n)
+    mean = statistics.fmean(values)
+    assert 0.0 <= lo <= mean <= hi <= 1.0
+    if lo == 0.0 or hi == 1.0:
+        return  # clipped at the ends of [0, 1]
+    image_half = 1.959 * math.sqrt(mean * (1 - mean) / n)  # the test images' noise alone (normal)
+    assert (hi - lo) / 2 >= image_half - 1e-9
+    if len(values) > 1:  # and wider than the seed spread's own standard error
+        assert (hi - lo) / 2 >= statistics.stdev(values) / math.sqrt(len(values)) - 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12))
+def test_holm_never_lowers_a_p_value_and_keeps_their_order(p_values):
+    adjusted = holm(p_values)
+    assert all(a >= p - 1e-12 and a <= 1.0 for a, p in zip(adjusted, p_values, strict=True))
+    for i, j in itertools.product(range(len(p_values)), repeat=2):
+        if p_values[i] < p_values[j]:
+            assert adjusted[i] <= adjusted[j]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(accuracy, min_size=2, max_size=5), st.lists(accuracy, min_size=2, max_size=5))
+def test_swapping_the_arms_swaps_the_verdict(a, b):
+    forward, backward = verdict(welch(a, b)), verdict(welch(b, a))
+    if forward == SUPPORTED:
+        assert backward == NOT_SUPPORTED
+    if forward in (INCONCLUSIVE, UNTESTABLE):
+        assert backward in (forward, NOT_SUPPORTED)
 
 
 # --- variants ---------------------------------------------------------------------------------------
