@@ -11,7 +11,9 @@ metrics.json, schema 2 — one meaning per name:
     test_accuracy, test_loss, per_class_accuracy, confusion_matrix, test_images
                           the single-view evaluation (each test image once, as `predict` and `serve` see it)
     test_accuracy_tta     the test-time-augmentation figure, or null when TTA was not evaluated; its details
-                          under "tta": {"views", "translate", "test_loss", "per_class_accuracy", "confusion_matrix"}
+                          under "tta": {"views", "translate", "test_loss", "per_class_accuracy", "confusion_matrix",
+                          "eval_seconds"}
+    eval_seconds          the single-view test pass alone (the TTA pass has its own, tta.eval_seconds)
     epochs, best_epoch, best_val_accuracy, train_seconds, wall_seconds, stopped_early, budget   the training
 `read_metrics` upgrades files written before schema 2 (where `test_accuracy` was the TTA figure of a TTA
 recipe) to this schema, so every reader sees one meaning.
