@@ -15,6 +15,7 @@ reused: they can be shown, not extended.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ def _run_provenance(run_dir: Path, metrics: dict) -> dict:
     made = read_json(run_dir / "config.json", "run config")
     runtime = made.get("runtime", {})
     tta = metrics.get("tta") if isinstance(metrics.get("tta"), dict) else {}
-    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "run": str(run_dir),
+    return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "run": str(run_dir),
             "code": made.get("code"), "torch": runtime.get("torch"), "python": runtime.get("python"),
             "device": runtime.get("device"), "device_name": runtime.get("device_name"), "machine_cpu": cpu_name(),
             "threads": runtime.get("threads"),

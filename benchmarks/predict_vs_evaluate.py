@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,7 @@ def main() -> int:
 
         made = read_json(args.run_dir / "config.json", "run config")
         atomic_write_json(args.out, {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]), "run": str(args.run_dir),
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]), "run": str(args.run_dir),
             "run_code": made.get("code"), "run_runtime": made.get("runtime"), "provenance": provenance(),
             "precision": rt.precision, "threads": rt.threads, "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "images": n, "evaluate_accuracy": acc_eval, "predict_accuracy": acc_predict, "agreement": agree,
