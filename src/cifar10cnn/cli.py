@@ -80,6 +80,14 @@ def _add_train(sub) -> None:
     p.add_argument("--report", action="store_true", help="write the HTML report of the run when it finishes")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="live loss, accuracy, lr and images/s in RUN/tensorboard (needs cifar10cnn[tensorboard])")
+    g = p.add_argument_group("under torchrun (docs/distributed.md)")
+    g.add_argument("--dist-backend", default="auto", choices=["auto", "gloo", "nccl"],
+                   help="process-group backend (default auto: gloo on CPU, nccl on CUDA)")
+    g.add_argument("--dist-bn", default="reduce", choices=["reduce", "broadcast", "sync"],
+                   help="BatchNorm across ranks: reduce (default: per-rank statistics, running averages reduced "
+                        "each epoch), broadcast (rank 0's buffers every step), sync (SyncBatchNorm, CUDA only)")
+    g.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="a collective waiting longer than this (a rank died or hangs) stops the run (default 600)")
     _data_flags(p)
 
 
@@ -302,6 +310,7 @@ def _check_resume_flags(out: Path, overrides: dict) -> None:
 
 def cmd_train(args) -> None:
     from .config import RunConfig, parse_settings, read_config_file
+    from .training.distributed import DistOptions, is_rank_zero
     from .training.engine import train
 
     overrides = {**_overrides(args, TRAIN_FIELDS), **parse_settings(args.set)}
@@ -317,7 +326,11 @@ def cmd_train(args) -> None:
     cfg = RunConfig.resolve(args.recipe or "seed", overrides, base=base)
     if args.resume and args.out is not None:
         _check_resume_flags(args.out, overrides)
-    run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite)
+    dist = DistOptions(args.dist_backend, args.dist_bn, args.dist_timeout)
+    run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite,
+                       dist=dist)
+    if not is_rank_zero():
+        return  # under torchrun rank 0 reports (and writes the report)
     console.print(test_line(m))
     if m.get("budget"):
         b = m["budget"]
@@ -635,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or a bad flag (already reported in one line)
         return int(e.code or 0)
     try:
+        if args.command != "train" and os.environ.get("WORLD_SIZE", "1") != "1":
+            raise UserError(f"only `train` runs under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}); run "
+                            f"`cifar10cnn {args.command}` as a plain command")
         status = COMMANDS[args.command](args)
     except UserError as e:
         err_console.print(f"error: {e}", markup=False, soft_wrap=True)

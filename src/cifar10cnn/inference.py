@@ -71,9 +71,10 @@ def shifted_views(x: torch.Tensor, pixels: int) -> list[torch.Tensor]:
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, runtime: Runtime,
              batch_size: int = 500, on_batch: Callable[[int], None] | None = None, tta: bool = False,
-             translate: int = 0) -> dict:
-    """Loss, accuracy and logits of `model` on a labelled set."""
-    logits = predict_logits(model, images, runtime, batch_size, on_batch, tta, translate)
+             translate: int = 0, predict: Callable = predict_logits) -> dict:
+    """Loss, accuracy and logits of `model` on a labelled set. predict: how logits are computed (across the
+    ranks of a distributed run: each rank's shard, gathered; see training/distributed.py)."""
+    logits = predict(model, images, runtime, batch_size, on_batch, tta, translate)
     labels = labels.cpu()
     return {
         "loss": F.cross_entropy(logits, labels).item(),

@@ -30,6 +30,14 @@ from rich.text import Text
 # styles are given explicitly (style=..., rich.text.Text), never parsed out of strings that hold names.
 console = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+_bars = True
+
+
+def silence() -> None:
+    """From now on this process prints no summaries and draws no bars, only errors (the ranks of a
+    distributed run other than rank 0)."""
+    global _bars
+    console.quiet, _bars = True, False
 
 
 @contextlib.contextmanager
@@ -54,7 +62,7 @@ def image_progress(description: str, total: int) -> Iterator[Callable[[int], Non
     """A bar counting images with img/s and ETA; yields `advance(n_images)`."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as p:
+    with Progress(*columns, console=err_console, transient=True, disable=not (_bars and err_console.is_terminal)) as p:
         task = p.add_task(description, total=total)
         yield lambda n: p.advance(task, n)
 

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from .data.cifar10 import CIFAR10
 from .errors import UserError
 from .evaluation.metrics import classification_metrics
 from .fileio import atomic_write_json, file_lock, read_json
-from .inference import evaluate, tta_views
+from .inference import evaluate, predict_logits, tta_views
 from .models import build_classifier, trainable_params
 from .progress import image_progress
 from .provenance import code_version
@@ -133,12 +134,15 @@ def replace_run(target: Path, new: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def write_config(out: Path, cfg: RunConfig, runtime: Runtime, data: dict, trainable: int) -> None:
-    """config.json: the resolved config, the runtime, the data (`data`: split and normalisation) and the code
-    that made the run (git commit, and whether the checkout had uncommitted changes)."""
+def write_config(out: Path, cfg: RunConfig, runtime: Runtime, data: dict, trainable: int,
+                 distributed: dict | None = None) -> None:
+    """config.json: the resolved config, the runtime, the data (`data`: split and normalisation), the process
+    group it started with (`distributed`: world size, backend, BatchNorm mode, torchrun job) and the code that
+    made the run (git commit, and whether the checkout had uncommitted changes)."""
     code = code_version()
     atomic_write_json(out / "config.json", {
         "config": cfg.to_dict(), "runtime": runtime.describe(), "data": data, "trainable_params": trainable,
+        "distributed": distributed or {"world_size": 1},
         "cifar10cnn": code["version"], "code": code,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     })
@@ -202,14 +206,16 @@ def load_run_model(run_dir: Path, runtime: Runtime | None = None):
     return model.eval(), meta, runtime
 
 
-def evaluate_model(model, meta: dict, data: CIFAR10, runtime: Runtime, tta: bool = False, translate: int = 0) -> dict:
+def evaluate_model(model, meta: dict, data: CIFAR10, runtime: Runtime, tta: bool = False, translate: int = 0,
+                   predict: Callable = predict_logits) -> dict:
     """Evaluate a run's best weights (`load_run_model`) on the test set, in the metrics.json schema: the
     single-view figures (tta=False), or `test_accuracy_tta` and its "tta" block (tta=True). Nothing is written."""
     if meta.get("classes") and meta["classes"] != data.classes:
         raise UserError(f"the run was trained on classes {meta['classes']}, the data has {data.classes}")
     t0 = time.perf_counter()
     with image_progress("test with TTA" if tta else "test", len(data.test_y)) as advance:
-        ev = evaluate(model, data.test_x, data.test_y, runtime, on_batch=advance, tta=tta, translate=translate)
+        ev = evaluate(model, data.test_x, data.test_y, runtime, on_batch=advance, tta=tta, translate=translate,
+                      predict=predict)
     m = classification_metrics(ev["logits"], data.test_y, data.classes)
     if not math.isfinite(m["test_loss"]):
         m["test_loss"] = None
@@ -221,13 +227,14 @@ def evaluate_model(model, meta: dict, data: CIFAR10, runtime: Runtime, tta: bool
     return {**m, "eval_seconds": seconds, "model": meta.get("model"), "trainable_params": trainable_params(model)}
 
 
-def test_figures(run_dir: Path, data: CIFAR10, runtime: Runtime, cfg: RunConfig) -> dict:
+def test_figures(run_dir: Path, data: CIFAR10, runtime: Runtime, cfg: RunConfig,
+                 predict: Callable = predict_logits) -> dict:
     """The finished run's one test evaluation: single view, plus the recipe's TTA when it has one."""
     model, meta, runtime = load_run_model(run_dir, runtime)
-    single = evaluate_model(model, meta, data, runtime)
+    single = evaluate_model(model, meta, data, runtime, predict=predict)
     if not cfg.tta:
         return {**single, "test_accuracy_tta": None}
-    return {**single, **evaluate_model(model, meta, data, runtime, True, cfg.tta_translate)}
+    return {**single, **evaluate_model(model, meta, data, runtime, True, cfg.tta_translate, predict)}
 
 
 def headline(m: dict) -> tuple[float, str]:

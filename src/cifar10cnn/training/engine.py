@@ -8,18 +8,21 @@ once, after training, with the best weights. The run folder's layout is in runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.distributed import DistError
 
 from ..config import RunConfig, load_run_config
 from ..data.cifar10 import CIFAR10, Split, load_cifar10, make_split
-from ..errors import TrainingDiverged
-from ..inference import evaluate
+from ..errors import TrainingDiverged, UserError
+from ..inference import evaluate, predict_logits
 from ..models import trainable_params
 from ..progress import Stopwatch, console, image_progress
 from ..runs import (
@@ -37,6 +40,8 @@ from ..runtime import resolve_runtime
 from ..weights import save_weights
 from .budget import plan_budget
 from .checkpoint import load_checkpoint
+from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
+from .distributed import start as start_group
 from .hooks import (
     BudgetReplan,
     Checkpoint,
@@ -56,56 +61,105 @@ from .state import Run, TrainState, schedule_steps, steps_per_epoch
 
 def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool | str = False,
           overwrite: bool = False, data: CIFAR10 | None = None, hooks: Sequence[Hook] = (),
-          test: bool = True, wait: bool = False) -> tuple[Path, dict]:
+          test: bool = True, wait: bool = False, dist: DistOptions | None = None) -> tuple[Path, dict]:
     """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
 
     hooks react to every epoch (see hooks.py; e.g. a tuning pruner that raises to stop the run, which
     stays resumable). test=False leaves the test set alone (tuning trials select on the validation split
     only): metrics.json then holds the validation figures and "test_evaluated": false. One process trains
-    a folder at a time: another one holding it is an error, or (wait=True, resume="auto") waited for."""
+    a folder at a time: another one holding it is an error, or (wait=True, resume="auto") waited for.
+    Under torchrun every rank calls this and they train one model (distributed.py; `dist` says how)."""
     clock = Stopwatch()
-    out = Path(out) if out else default_run_dir(cfg)
-    with run_lock(out, wait):
-        mode = prepare_run_dir(out, resume, overwrite)
-        if mode in ("resume", "finished"):
-            cfg, _ = load_run_config(out)
-        if mode == "finished":
-            console.print(f"{out} is already finished; nothing to resume", markup=False)
-            return out, read_metrics(out)
+    group = start_group(cfg.device, dist)
+    try:
+        with contextlib.ExitStack() as held:
+            out, mode, cfg, has_checkpoint = group.on_main(
+                lambda: open_folder(held, cfg, out, resume, overwrite, wait, group))
+            if mode == "finished":
+                console.print(f"{out} is already finished; nothing to resume", markup=False)
+                return out, group.on_main(lambda: read_metrics(out))
+            return train_in(cfg, out, mode, has_checkpoint, group, clock, data or group.main_first(
+                lambda: load_cifar10(data_dir, cache_dir)), cache_dir, hooks, test)
+    except (DistError, RuntimeError) as e:
+        if not group_failure(group, e):
+            raise
+        raise lost_group(group, e, f"continue from the last checkpoint with `--resume --out {out}`") from None
+    finally:
+        group.close()
 
-        data = data or load_cifar10(data_dir, cache_dir)
-        runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
-        split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
-        model, weights_meta = build_model(cfg, data, split, runtime)
-        resident = resident_data(cfg, data, split, runtime, model, cache_dir)
-        run = Run(cfg, out, runtime, build_parts(cfg, model, runtime), resident, weights_meta, clock,
-                  steps_per_epoch(len(split.train_idx), cfg.batch_size))
-        if mode == "resume" and checkpoint_path(out).is_file():
-            run.state = resume_state(run)
-        else:
-            run.state = start_state(run, len(data.test_y) if test else 0)
-            start_folder(run, mode, data, split)
+
+def train_in(cfg: RunConfig, out: Path, mode: str, has_checkpoint: bool, group: Dist, clock: Stopwatch,
+             data: CIFAR10, cache_dir, hooks: Sequence[Hook], test: bool) -> tuple[Path, dict]:
+    """The run itself, once its folder is decided: build → state → epochs → finish."""
+    runtime = resolve_runtime(group.device(cfg.device), cfg.precision, cfg.channels_last,
+                              cfg.threads or group.default_threads())
+    check_batch(cfg.batch_size, group)
+    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
+    model, weights_meta = build_model(cfg, data, split, runtime)
+    model = group.prepare_model(model)
+    resident = resident_data(cfg, data, split, runtime, model, cache_dir)
+    run = Run(cfg, out, runtime, build_parts(cfg, model, runtime, wrap=group.wrap), resident, weights_meta, clock,
+              steps_per_epoch(len(split.train_idx), cfg.batch_size, group.world_size), dist=group)
+    if mode == "resume" and has_checkpoint:
+        run.state = resume_state(run)
+    else:
+        run.state = start_state(run, len(data.test_y) if test else 0)
+        group.on_main(lambda: start_folder(run, mode, data, split))
+    run.state = group.broadcast(run.state)  # rank 0's plan (a time budget's) on every rank
+    note_world_size(run)
+    if group.main:  # the other ranks write nothing, print nothing
         run.hooks = [HistoryFile(), ConsoleLine(), *([BudgetReplan()] if run.state.budget else []), Checkpoint(),
                      *([ReplaceOld()] if run.replaces else []), *([TensorBoard()] if cfg.tensorboard else []), *hooks]
-        for hook in run.hooks:
-            hook.on_train_start(run)
-        announce(run, split)
+    group.on_main(lambda: [hook.on_train_start(run) for hook in run.hooks])
+    announce(run, split)
 
-        while not run.state.finished:
-            if run.state.budget and run.state.epoch > 0 and over_budget(run):
-                run.state.budget["stopped_by_budget"] = True
-                console.print(f"stopping before epoch {run.state.epoch + 1}: the next epoch would exceed the time "
-                              f"budget")
-                break
-            row, exact = train_epoch(run)
-            record(run, row, exact)
-            for hook in run.hooks:
-                hook.on_epoch_end(run, row)
+    while not run.state.finished:
+        if run.state.budget and run.state.epoch > 0 and group.on_main(lambda: over_budget(run)):
+            run.state.budget["stopped_by_budget"] = True
+            console.print(f"stopping before epoch {run.state.epoch + 1}: the next epoch would exceed the time "
+                          f"budget")
+            break
+        row, exact = train_epoch(run)
+        record(run, row, exact)
+        group.on_main(lambda: [hook.on_epoch_end(run, row) for hook in run.hooks])  # noqa: B023 (called at once)
+        run.state = group.broadcast(run.state)  # what the hooks decided (a re-planned budget) on every rank
 
-        metrics = finish(run, data, test)
-        for hook in run.hooks:
-            hook.on_train_end(run, metrics)
-        return out, metrics
+    metrics = finish(run, data, test)
+    group.on_main(lambda: [hook.on_train_end(run, metrics) for hook in run.hooks])
+    return run.out, metrics
+
+
+def open_folder(held: contextlib.ExitStack, cfg: RunConfig, out: Path | None, resume: bool | str, overwrite: bool,
+                wait: bool, group: Dist) -> tuple[Path, str, RunConfig, bool]:
+    """(run folder, mode, the config to train — a resumed run's own —, has a checkpoint), holding the folder's
+    lock in `held`. After torchrun restarted the workers, this job's unfinished run is resumed."""
+    out = Path(out) if out else default_run_dir(cfg)
+    held.enter_context(run_lock(out, wait))
+    if group.restart and restarted_here(out, group):
+        resume, overwrite = True, False
+    mode = prepare_run_dir(out, resume, overwrite)
+    if mode in ("resume", "finished"):
+        cfg, _ = load_run_config(out)
+    return out, mode, cfg, checkpoint_path(out).is_file()
+
+
+def restarted_here(out: Path, group: Dist) -> bool:
+    """Is `out` an unfinished run this torchrun job started (its config.json names the job)?"""
+    if not (out / "config.json").is_file() or (out / "metrics.json").is_file():
+        return False
+    try:
+        _, doc = load_run_config(out)
+    except UserError:
+        return False
+    return group.job is not None and (doc.get("distributed") or {}).get("job") == group.job
+
+
+def note_world_size(run: Run) -> None:
+    """The state records each stretch of epochs trained with one world size (a run may resume with another)."""
+    d, segments = run.dist, run.state.world_sizes
+    now = {"world_size": d.world_size, "backend": d.backend, "bn": d.bn if d.active else None}
+    if not segments or {k: segments[-1][k] for k in now} != now:
+        segments.append({"from_epoch": run.state.epoch + 1, **now})
 
 
 # --- the phases ------------------------------------------------------------------------------------
@@ -113,11 +167,14 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
 
 def start_state(run: Run, n_test: int) -> TrainState:
     """A new run's state: the configured epochs, or as many as the time budget fits on this machine."""
-    cfg, d, budget, epochs = run.cfg, run.data, None, run.cfg.epochs
+    cfg, d, budget, epochs, g = run.cfg, run.data, None, run.cfg.epochs, run.dist
     if cfg.time_budget is not None:  # speed is measured on copies: the run starts untouched
-        probe = build_parts(cfg, copy.deepcopy(run.parts.model), run.runtime)
-        budget = plan_budget(cfg, probe.step_model, probe.optimizer, run.runtime, d.train_x, d.train_y, d.train_idx,
-                             len(d.val_y) + len(d.sample_y), n_test, run.parts.augment, spent_s=run.clock())
+        # every rank measures its share at once (rank 0's plan is kept): its local batch, its images
+        local = dataclasses.replace(cfg, batch_size=cfg.batch_size // g.world_size)
+        probe = build_parts(local, copy.deepcopy(run.parts.model), run.runtime)
+        budget = plan_budget(local, probe.step_model, probe.optimizer, run.runtime, d.train_x, d.train_y,
+                             d.train_idx[g.rank::g.world_size], (len(d.val_y) + len(d.sample_y)) // g.world_size,
+                             n_test // g.world_size, run.parts.augment, spent_s=run.clock())
         del probe
         epochs = budget["planned_epochs"]
         console.print(f"time budget {cfg.time_budget:g} min: measured {budget['train_images_per_s']:,.0f} train "
@@ -131,8 +188,9 @@ def start_state(run: Run, n_test: int) -> TrainState:
 
 def resume_state(run: Run) -> TrainState:
     """Model, optimizer, extra modules and loop state from the run's last checkpoint."""
-    p = run.parts
-    saved = load_checkpoint(checkpoint_path(run.out), p.model, p.optimizer, p.extra)
+    p = run.parts  # the other ranks read rank 0's checkpoint as broadcast bytes (no shared file system needed)
+    folder = run.dist.mirror(run.out, [str(checkpoint_path(Path()))])
+    saved = load_checkpoint(checkpoint_path(folder), p.model, p.optimizer, p.extra)
     sched = schedule_steps(run.cfg.warmup_fraction, run.cfg.warmup_epochs, saved["planned_epochs"],
                            run.steps_per_epoch)
     state = TrainState.from_dict(saved, sched)
@@ -154,18 +212,23 @@ def start_folder(run: Run, mode: str, data: CIFAR10, split: Split) -> None:
     write_config(run.out, run.cfg, run.runtime, {
         "source": data.source, "classes": data.classes, "split_seed": split.seed,
         "train_images": len(split.train_idx), "val_images": len(split.val_idx), "test_images": len(data.test_y),
-        "normalization": {"mean": meta["mean"], "std": meta["std"]}}, trainable_params(run.parts.model))
+        "normalization": {"mean": meta["mean"], "std": meta["std"]}}, trainable_params(run.parts.model),
+        run.dist.describe())
 
 
 def announce(run: Run, split: Split) -> None:
-    rt = run.runtime
+    rt, g = run.runtime, run.dist
+    ranks = f" × {g.world_size} ranks ({g.backend}, BatchNorm {g.bn})" if g.active else ""
     console.print(
         f"training {run.cfg.model} ({trainable_params(run.parts.model):,} params) on {len(split.train_idx):,} images, "
         + (f"validating on {len(split.val_idx):,}" if len(run.data.val_y) else "no validation split (--final)")
-        + f" | {rt.device} {rt.precision} {'channels_last ' if rt.channels_last else ''}{rt.threads} threads"
+        + f" | {rt.device} {rt.precision} {'channels_last ' if rt.channels_last else ''}{rt.threads} threads{ranks}"
         f" | run: {run.replaces or run.out}"
         + (f" (replaced after the first epoch; until then the new run is in {run.out})" if run.replaces else ""),
         markup=False)
+
+
+RANK_STREAMS = 16  # rank r draws its dropout and augmentation from streams 1 + 16r and 2 + 16r (rank 0: as one process)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -175,36 +238,46 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 def train_epoch(run: Run) -> tuple[dict, dict]:
     """One pass over the training split, then validation (and the train sample) in eval mode:
-    (the epoch's history row, its seconds and validation figures unrounded)."""
-    cfg, st, p, d, rt = run.cfg, run.state, run.parts, run.data, run.runtime
+    (the epoch's history row, its seconds and validation figures unrounded). Across ranks each takes its
+    slice of every global batch (distributed.local_order) and figures are summed over ranks."""
+    cfg, st, p, d, rt, g = run.cfg, run.state, run.parts, run.data, run.runtime, run.dist
     epoch = st.epoch + 1
     t0 = time.perf_counter()
-    g = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 0))
-    order = d.train_idx[torch.randperm(len(d.train_idx), generator=g).to(rt.device)]
-    torch.manual_seed(epoch_seed(cfg.seed, epoch, 1))  # dropout
-    g_aug = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 2))
+    gen = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 0))
+    order = d.train_idx[torch.randperm(len(d.train_idx), generator=gen).to(rt.device)]
+    mine = local_order(order, cfg.batch_size, g)
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, 1 + RANK_STREAMS * g.rank))  # dropout
+    g_aug = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 2 + RANK_STREAMS * g.rank))
     freeze_finished_groups(p.optimizer, epoch)
     try:
-        with image_progress(f"epoch {epoch}/{st.planned_epochs}", len(order)) as advance:
-            tr = train_one_epoch(p.step_model, p.optimizer, d.train_x, d.train_y, order, rt, cfg.batch_size, p.scaler,
-                                 on_batch=advance, augment=p.augment, epoch=epoch, generator=g_aug,
-                                 lr_at=lr_schedule(run), start_step=(epoch - 1) * run.steps_per_epoch,
-                                 label_smoothing=cfg.label_smoothing, ema=p.ema, after_step=lookahead_step(run, epoch))
+        with image_progress(f"epoch {epoch}/{st.planned_epochs}", len(mine)) as advance:
+            tr = train_one_epoch(p.step_model, p.optimizer, d.train_x, d.train_y, mine, rt,
+                                 cfg.batch_size // g.world_size, p.scaler, on_batch=advance, augment=p.augment,
+                                 epoch=epoch, generator=g_aug, lr_at=lr_schedule(run),
+                                 start_step=(epoch - 1) * run.steps_per_epoch, label_smoothing=cfg.label_smoothing,
+                                 ema=p.ema, after_step=lookahead_step(run, epoch))
     except TrainingDiverged as e:
         kept = (f"last good checkpoint: epoch {st.epoch} in {checkpoint_path(run.out)}" if st.epoch
                 else "no epoch finished")
         raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
+    images = len(order)
+    if g.active:  # the epoch's figures over every rank's images
+        loss_sum, correct, images = g.sum([tr["loss"] * len(mine), tr["accuracy"] * len(mine), len(mine)])
+        tr = {"loss": loss_sum / images, "accuracy": correct / images}
+        g.average_bn_stats(p.model, *(p.extra or {}).values())
     if p.lookahead is not None and p.lookahead.started:
         p.lookahead.pull(p.fit, 1.0)  # every epoch ends on the averaged weights
         st.lookahead_started = True
     train_time = time.perf_counter() - t0
-    va = evaluate(p.eval_model, d.val_x, d.val_y, rt, cfg.eval_batch_size) if len(d.val_y) else None
-    te = evaluate(p.eval_model, d.sample_x, d.sample_y, rt, cfg.eval_batch_size) if len(d.sample_y) else None
+    predict = g.sharded(predict_logits)
+    va = evaluate(p.eval_model, d.val_x, d.val_y, rt, cfg.eval_batch_size, predict=predict) if len(d.val_y) else None
+    te = (evaluate(p.eval_model, d.sample_x, d.sample_y, rt, cfg.eval_batch_size, predict=predict)
+          if len(d.sample_y) else None)
     seconds = time.perf_counter() - t0
     row = {"epoch": epoch, "train_loss": round(tr["loss"], 6), "train_accuracy": round(tr["accuracy"], 6),
            "val_loss": round(va["loss"], 6) if va else "", "val_accuracy": round(va["accuracy"], 6) if va else "",
            "lr": schedule_lr(p.optimizer), "seconds": round(seconds, 3),
-           "images_per_s": round(len(order) / train_time, 1),
+           "images_per_s": round(images / train_time, 1),
            "train_eval_loss": round(te["loss"], 6) if te else "",
            "train_eval_accuracy": round(te["accuracy"], 6) if te else ""}
     exact = {"seconds": seconds, "val_loss": va["loss"] if va else None,
@@ -246,25 +319,28 @@ def record(run: Run, row: dict, exact: dict) -> None:
     st.epoch = row["epoch"]
     st.train_seconds += exact["seconds"]
     monitored = exact[cfg.monitor]
-    run.improved = is_better(cfg, monitored, st.best)
+    run.improved = run.dist.broadcast(is_better(cfg, monitored, st.best))  # rank 0 decides
     if run.improved:
         st.best, st.best_epoch, st.wait = monitored, st.epoch, 0
         st.best_val_accuracy = exact["val_accuracy"]
-        save_weights(run.out / "model.safetensors", run.parts.saved_model, {**run.weights_meta, "epoch": st.epoch})
+        run.dist.on_main(lambda: save_weights(run.out / "model.safetensors", run.parts.saved_model,
+                                              {**run.weights_meta, "epoch": st.epoch}))
     else:
         st.wait += 1
         st.stopped_early = cfg.patience > 0 and st.wait >= cfg.patience
 
 
 def finish(run: Run, data: CIFAR10, test: bool) -> dict:
-    """The test set once, with the best weights (single view, and the recipe's TTA); metrics.json."""
-    cfg, st = run.cfg, run.state
-    replace_old(run)
+    """The test set once, with the best weights (single view, and the recipe's TTA); metrics.json.
+    Across ranks each predicts its shard of the test set and rank 0 writes the figures."""
+    cfg, st, g = run.cfg, run.state, run.dist
+    g.on_main(lambda: replace_old(run))
     if st.stopped_early:
         console.print(f"early stopping: no {cfg.monitor} improvement for {cfg.patience} epochs; "
                       f"restoring epoch {st.best_epoch}")
     if test:
-        metrics = test_figures(run.out, data, run.runtime, cfg)
+        best = g.mirror(run.out, ["config.json", "model.safetensors"])
+        metrics = test_figures(best, data, run.runtime, cfg, predict=g.sharded(predict_logits))
     else:
         metrics = {"test_evaluated": False, "model": cfg.model, "trainable_params": trainable_params(run.parts.model)}
     metrics.update(epochs=st.epoch, best_epoch=st.best_epoch, best_val_accuracy=st.best_val_accuracy,
@@ -274,4 +350,8 @@ def finish(run: Run, data: CIFAR10, test: bool) -> dict:
         metrics["features_seconds"] = run.data.features_seconds
     if st.budget:
         metrics["budget"] = {**st.budget, "epochs_run": st.epoch, "wall_seconds": round(run.clock(), 2)}
-    return write_metrics(run.out, metrics)
+    if any(s["world_size"] > 1 for s in st.world_sizes):
+        metrics["distributed"] = st.world_sizes
+    out, metrics = g.on_main(lambda: (run.out, write_metrics(run.out, metrics)))
+    run.out = out
+    return metrics

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,15 +132,17 @@ def make_optimizer(cfg: RunConfig, fit: nn.Module, runtime: Runtime, roles: dict
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
-def build_parts(cfg: RunConfig, model: Classifier, runtime: Runtime) -> Parts:
-    """Everything that trains `model` (placed on the device) under `cfg`."""
+def build_parts(cfg: RunConfig, model: Classifier, runtime: Runtime, wrap: Callable | None = None) -> Parts:
+    """Everything that trains `model` (placed on the device) under `cfg`. wrap(fit) → the module the training
+    step calls (e.g. DistributedDataParallel around the same parameters)."""
     roles = parameter_roles(model)
     fit: nn.Module = model
     if cfg.linear_probe:  # only the declared head trains, on features of the frozen backbone
         model.requires_grad_(False)
         fit = model.net.get_classifier().requires_grad_(True)
     optimizer = make_optimizer(cfg, fit, runtime, roles)
-    step_model = torch.compile(fit) if cfg.compile else fit  # the same parameters; only the training step compiles
+    step_model = wrap(fit) if wrap is not None else fit
+    step_model = torch.compile(step_model) if cfg.compile else step_model  # the same parameters; only the step compiles
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     lookahead = Lookahead(fit, cfg.lookahead_every) if cfg.lookahead_every > 0 else None

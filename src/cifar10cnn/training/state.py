@@ -8,13 +8,13 @@ may have re-laid it over fewer epochs), so it ends with the same weights as an u
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig
 from ..progress import Stopwatch
 from ..runtime import Runtime
+from .distributed import Dist
 from .parts import Parts, Resident
 
 
@@ -33,6 +33,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # the rows of history.csv
     budget: dict | None = None  # the time budget's plan and re-plans
     lookahead_started: bool = False
+    world_sizes: list[dict] = field(default_factory=list)  # [{"from_epoch", "world_size", "backend", "bn"}]
 
     @property
     def finished(self) -> bool:
@@ -58,8 +59,11 @@ def schedule_steps(warmup_fraction: float, warmup_epochs: float, epochs: int, st
     return {"total": total, "warmup": warmup}
 
 
-def steps_per_epoch(images: int, batch_size: int) -> int:
-    return math.ceil(images / batch_size)
+def steps_per_epoch(images: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch over `images` at global batch `batch_size`; across ranks, a last partial batch
+    with fewer images than ranks is dropped (distributed.local_order)."""
+    full, rest = divmod(images, batch_size)
+    return full + (1 if rest >= world_size else 0)
 
 
 @dataclass
@@ -77,3 +81,4 @@ class Run:
     improved: bool = False  # did the last epoch improve the monitored validation figure?
     hooks: list = field(default_factory=list)  # the hooks of this run (hooks.py), in order
     replaces: Path | None = None  # train --overwrite: the old run `out` replaces once it has a checkpoint
+    dist: Dist = field(default_factory=Dist)  # the process group under torchrun (distributed.py); else one process
