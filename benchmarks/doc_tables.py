@@ -255,6 +255,41 @@ def tune_seeds() -> str:
               f"Measured on: {origins([('tune/final_seeds.json', r) for r in runs['best'] + runs['baseline']])}.\n")
 
 
+def distributed_equivalence() -> str:
+    """distributed.md: one process (2 threads) against torchrun (2 ranks × 1 thread), the same shortened recipe,
+    global batch and seeds; Welch's test of the accuracy difference and the speed ratio, from the kept files."""
+    from cifar10cnn.stats import welch
+
+    items = kept_glob("distributed/*.json")
+    if not items:
+        return "_No kept runs yet: `benchmarks/distributed_runs.py` trains and keeps them._\n"
+    rows, notes = [], []
+    for recipe in sorted({r["recipe"] for _, r in items}, key=lambda name: name != "seed"):
+        arms = {mode: sorted((r for _, r in items if r["recipe"] == recipe and r["mode"] == mode),
+                             key=lambda r: r["seed"]) for mode in ("one", "ddp2")}
+        for mode, runs in arms.items():
+            if not runs:
+                continue
+            s = runs[0]["settings"]
+            rows.append([f"`{recipe}`, {s['subset']:,} images × {s['epochs']} epochs, batch {s['batch_size']}",
+                         "1 process × 2 threads" if mode == "one" else "torchrun: 2 ranks × 1 thread",
+                         ", ".join(f"{r['test_accuracy']:.2%}" for r in runs), pct([r["test_accuracy"] for r in runs]),
+                         f"{statistics.median(r['train_images_per_s'] for r in runs):,.0f}",
+                         f"{statistics.fmean(r['wall_seconds'] for r in runs):.0f}"])
+        if len(arms["one"]) >= 2 and len(arms["ddp2"]) >= 2:
+            c = welch([r["test_accuracy"] for r in arms["ddp2"]], [r["test_accuracy"] for r in arms["one"]])
+            speed = (statistics.median(r["train_images_per_s"] for r in arms["ddp2"])
+                     / statistics.median(r["train_images_per_s"] for r in arms["one"]))
+            wall = (statistics.fmean(r["wall_seconds"] for r in arms["ddp2"])
+                    / statistics.fmean(r["wall_seconds"] for r in arms["one"]))
+            notes.append(f"`{recipe}`: 2 ranks − 1 process **{c.diff * 100:+.2f} points** (95% CI "
+                         f"{c.ci[0] * 100:+.2f} to {c.ci[1] * 100:+.2f}, Welch p = {c.p:.2g}); training speed "
+                         f"×{speed:.2f}, run wall time ×{wall:.2f}")
+    return (table(["recipe (shortened)", "how", "test accuracy per seed (single view)", "mean ± std",
+                   "train img/s (median)", "run wall s (mean)"], rows)
+            + "\n" + "".join(f"- {n}\n" for n in notes) + f"\nMeasured on: {origins(items)}.\n")
+
+
 def engine_refactor_speed() -> str:
     """speed.md: `cifar10cnn bench` before/after the engine refactor, alternating runs in one sitting."""
     lines = (RESULTS / "speed" / "engine-refactor-bench.jsonl").read_text().splitlines()
@@ -328,7 +363,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
     "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
-    "predict-onnx": predict_onnx, "serving": serving,
+    "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
 }
 
 
