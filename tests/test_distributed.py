@@ -120,8 +120,16 @@ def wait_for_epochs(out: Path, epochs: int, proc: subprocess.Popen, timeout: flo
 
 def worker_pids(out: Path, agent: subprocess.Popen) -> list[int]:
     """The training processes torchrun started for run `out` (not torchrun itself)."""
-    found = subprocess.run(["pgrep", "-f", f"cifar10cnn train .*--out {out}"], capture_output=True, text=True)
-    return [int(p) for p in found.stdout.split() if int(p) not in (os.getpid(), agent.pid)]
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(cmdline.parent.name)
+        if b"cifar10cnn" in argv and str(out).encode() in argv and pid not in (os.getpid(), agent.pid):
+            pids.append(pid)
+    return pids
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
