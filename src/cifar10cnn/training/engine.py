@@ -121,7 +121,7 @@ def train_in(cfg: RunConfig, out: Path, mode: str, has_checkpoint: bool, group: 
             break
         row, exact = train_epoch(run)
         record(run, row, exact)
-        group.on_main(lambda: [hook.on_epoch_end(run, row) for hook in run.hooks])  # noqa: B023 (called at once)
+        group.on_main(lambda row=row: [hook.on_epoch_end(run, row) for hook in run.hooks])
         run.state = group.broadcast(run.state)  # what the hooks decided (a re-planned budget) on every rank
 
     metrics = finish(run, data, test)
