@@ -83,7 +83,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
     except (DistError, RuntimeError) as e:
         if not group_failure(group, e):
             raise
-        raise lost_group(group, e, f"continue from the last checkpoint with `--resume --out {out}`") from None
+        raise lost_group(group, e, f"continue from the last checkpoint with `--resume --out {out or 'RUN'}`") from None
     finally:
         group.close()
 
