@@ -27,7 +27,7 @@ def main() -> int:
     from cifar10cnn.bench import bench
     from cifar10cnn.config import RunConfig
     from cifar10cnn.data.augment import Augment, flip, random_crop
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
     from cifar10cnn.inference import to_batch
     from cifar10cnn.runtime import resolve_runtime
 

@@ -61,7 +61,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from cifar10cnn.config import RunConfig
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
     from cifar10cnn.recipes import FAST_SWITCHES
 
     if args.only and any(s not in FAST_SWITCHES for s in args.only):

@@ -31,7 +31,8 @@ def main() -> int:
 
     from cifar10cnn.bench import bench
     from cifar10cnn.config import RunConfig
-    from cifar10cnn.data.cifar10 import channel_stats, load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
+    from cifar10cnn.data.dataset import channel_stats
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import build_classifier
     from cifar10cnn.provenance import provenance

@@ -54,8 +54,21 @@ def save_result(path: Path, metrics: dict, run_dir: Path, settings: dict, **abou
     return result
 
 
+def canonical_settings(settings: dict) -> dict:
+    """Settings as today's RunConfig reads them: a field added since has its default (what the older run did),
+    and CIFAR's default validation split (val_size None) is the 5,000 images it always was."""
+    from cifar10cnn.config import RunConfig
+
+    out = {**RunConfig().to_dict(), **settings}
+    if out.get("val_size") is None and out.get("dataset") in ("cifar10", "cifar100", "cifar100:coarse") \
+            and not out.get("final"):
+        out["val_size"] = 5_000
+    return out
+
+
 def settings_difference(kept: dict, requested: dict) -> str:
     """The fields whose kept value differs from the requested one, as 'name kept → requested', or ''."""
+    kept, requested = canonical_settings(kept), canonical_settings(requested)
     keys = sorted(set(kept) | set(requested))
     return ", ".join(f"{k} {kept.get(k)!r} → {requested.get(k)!r}" for k in keys if kept.get(k) != requested.get(k))
 

@@ -32,7 +32,7 @@ def main() -> int:
         print(f"error: no Keras environment at {args.keras_python}; run `make bench-keras`", file=sys.stderr)
         return 2
 
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
 
     data = load_cifar10(args.data_dir)
     here = Path(__file__).parent

@@ -74,7 +74,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from cifar10cnn.config import RunConfig
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
     from cifar10cnn.fileio import atomic_write_text
     from cifar10cnn.models import create_model, forward_flops, list_models, trainable_params
     unknown = [m for m in args.models + (args.train or []) if m not in list_models()]

@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="keep the figures in this JSON file")
     args = ap.parse_args()
 
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
     from cifar10cnn.inference import predict_logits
     from cifar10cnn.runs import load_run_model
 

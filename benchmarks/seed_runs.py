@@ -32,7 +32,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from cifar10cnn.config import RunConfig
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
 
     runtime = {"threads": args.threads} if args.threads else {}
     todo = [s for s in args.seeds if args.remeasure or not (args.runs / f"seed{s}" / "metrics.json").is_file()]

@@ -32,7 +32,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from cifar10cnn.config import load_run_config
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
     from cifar10cnn.fileio import atomic_write_json
 
     data = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar10cnn.data import cifar10
+from cifar10cnn.data import cifar
 from cifar10cnn.training.hooks import Hook
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -39,7 +39,7 @@ def cifar_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def data(cifar_dir):
-    return cifar10.load_cifar10(cifar_dir)
+    return cifar.load_cifar10(cifar_dir)
 
 
 def write_fake_cifar(folder: Path, per_batch: int = 1200, n_test: int = 1000, seed: int = 0) -> Path:
@@ -65,8 +65,8 @@ def write_fake_cifar(folder: Path, per_batch: int = 1200, n_test: int = 1000, se
 @pytest.fixture
 def fake_sizes(monkeypatch):
     """Make the loader expect the fake data set's sizes (5×1200 train, 1000 test)."""
-    monkeypatch.setattr(cifar10, "N_TRAIN", 6000)
-    monkeypatch.setattr(cifar10, "N_TEST", 1000)
+    monkeypatch.setattr(cifar.CIFAR10, "n_train", 6000)
+    monkeypatch.setattr(cifar.CIFAR10, "n_test", 1000)
 
 
 @pytest.fixture

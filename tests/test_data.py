@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifar10cnn.data import cifar10
-from cifar10cnn.data.cifar10 import download_cifar10, load_cifar10, make_split, read_batches
+from cifar10cnn.data import cifar
+from cifar10cnn.data.cifar import download_cifar10, load_cifar10, read_batches
+from cifar10cnn.data.dataset import make_split
 from cifar10cnn.errors import UserError
 
 from .conftest import CLASSES, cli, write_fake_cifar
@@ -38,7 +39,7 @@ def test_cache_reload_is_identical_and_not_in_the_data_folder(cifar_dir, data, _
 
 
 def test_parent_folder_is_accepted(cifar_dir):
-    assert cifar10.locate(cifar_dir.parent, cache_dir=cifar_dir) == cifar_dir
+    assert cifar.locate(cifar_dir.parent, cache_dir=cifar_dir) == cifar_dir
 
 
 # --- validation on small fake data sets ------------------------------------------------------
@@ -128,8 +129,8 @@ def test_subset_is_a_stratified_slice_of_the_training_split(data):
     assert torch.equal(s.val_idx, full.val_idx)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"val_size": 55}, "multiple of 10"), ({"subset": 5}, "--subset"),
-                                             ({"subset": 10**6}, "--subset")])
+@pytest.mark.parametrize("kwargs, message", [({"val_size": 1000}, "--val-size must be between"),
+                                             ({"subset": 5}, "--subset"), ({"subset": 10**6}, "--subset")])
 def test_bad_split_arguments(kwargs, message):
     labels = torch.arange(1000) % 10
     with pytest.raises(UserError, match=message):
@@ -192,18 +193,18 @@ def test_archive_with_path_traversal_is_refused(tmp_path, fake_sizes):
 
 def test_data_command_downloads_into_the_cache_when_no_folder_is_given(served_archive, tmp_path, monkeypatch, capsys):
     url, md5 = served_archive
-    monkeypatch.setattr(cifar10, "URL", url)
-    monkeypatch.setattr(cifar10, "MD5", md5)
+    monkeypatch.setattr(cifar.CIFAR10, "url", url)
+    monkeypatch.setattr(cifar.CIFAR10, "md5", md5)
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     assert cli("data", "--cache-dir", tmp_path / "cache") == 0
     assert (tmp_path / "cache" / "cifar-10-batches-py" / "batches.meta").is_file()
     assert "6,000 images" in capsys.readouterr().out
     # the md5 that real users get is the official one
-    assert cifar10.MD5 == md5 and "c58f30108f718f92721af3b95e74349a" in open(cifar10.__file__).read()
+    assert cifar.CIFAR10.md5 == md5 and "c58f30108f718f92721af3b95e74349a" in open(cifar.__file__).read()
 
 
 def test_data_command_reports_a_download_failure_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cifar10, "URL", "http://127.0.0.1:9/none.tar.gz")
+    monkeypatch.setattr(cifar.CIFAR10, "url", "http://127.0.0.1:9/none.tar.gz")
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     assert cli("data", "--cache-dir", tmp_path) == 2
     err = capsys.readouterr().err.strip()

@@ -182,7 +182,7 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
     assert "add --tta" in capsys.readouterr().err
 
     # stopped after epoch 2 (Lookahead running, whitening bias frozen), resumed: the same weights
-    from cifar10cnn.data.cifar10 import load_cifar10
+    from cifar10cnn.data.cifar import load_cifar10
 
     data = load_cifar10(fake_dir)
     cfg = RunConfig.resolve("fast", {"subset": 400, "val_size": 200, "batch_size": 100, "epochs": 3,

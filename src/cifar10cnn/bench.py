@@ -7,7 +7,7 @@ import time
 import torch
 
 from .config import RunConfig
-from .data.cifar10 import CIFAR10, channel_stats
+from .data.dataset import ImageDataset, channel_stats
 from .errors import UserError
 from .inference import predict_logits
 from .models import build_classifier, trainable_params
@@ -16,7 +16,7 @@ from .training.loop import train_one_epoch
 from .training.parts import build_parts
 
 
-def bench(data: CIFAR10, cfg: RunConfig, train_images: int = 6_000, eval_images: int = 10_000,
+def bench(data: ImageDataset, cfg: RunConfig, train_images: int = 6_000, eval_images: int = 10_000,
           warmup_images: int = 1_000) -> dict:
     """Training and evaluation images/s after warm-up (optimizer steps included in training).
 

@@ -26,9 +26,36 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or its parent); default: $CIFAR10_DIR, "
-                                      "else downloaded into the cache")
+    p.add_argument("--data-dir", help="CIFAR folder (cifar-10-batches-py, cifar-100-python or its parent); default: "
+                                      "$CIFAR10_DIR / $CIFAR100_DIR, else downloaded into the cache")
     p.add_argument("--cache-dir", help="cache folder (default: $CIFAR10CNN_CACHE or ~/.cache/cifar10cnn)")
+
+
+def _dataset_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data set (docs/datasets.md)")
+    g.add_argument("--dataset", help="cifar10 (default) | cifar100 | cifar100:coarse | folder:PATH (one subfolder "
+                                     "per class, or train/ val/ test/ folders of them)")
+    g.add_argument("--data-memory", type=float, metavar="GIB",
+                   help="memory a folder's decoded images may take (default: half of this machine's RAM)")
+    g.add_argument("--max-unreadable", type=float, default=0.01, metavar="FRACTION",
+                   help="a folder with more images that cannot be decoded is refused (default 0.01: 1%%)")
+
+
+def _folder_limits(args):
+    from .data.folder import FolderLimits
+
+    if args.data_memory is not None and not args.data_memory > 0:
+        raise UserError(f"--data-memory must be a positive number of GiB, got {args.data_memory}")
+    if not 0 <= args.max_unreadable <= 1:
+        raise UserError(f"--max-unreadable must be a fraction between 0 and 1, got {args.max_unreadable}")
+    return FolderLimits(args.data_memory, args.max_unreadable)
+
+
+def _dataset(args) -> str | None:
+    """--dataset as config.json records it (a folder as its absolute path), or None when not given."""
+    from .data.dataset import canonical_name
+
+    return canonical_name(args.dataset) if args.dataset is not None else None
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:
@@ -52,7 +79,10 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="download (if needed), validate and cache CIFAR-10; print a summary")
+    p = sub.add_parser("data", help="download (if needed), validate and cache a data set; print a summary (a "
+                                    "folder's: per-class counts, image sizes, unreadable files, duplicates)")
+    _dataset_flags(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     _data_flags(p)
 
 
@@ -65,10 +95,11 @@ def _add_train(sub) -> None:
     _training_flags(p)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs, 0 = off (seed recipe: 5)")
     p.add_argument("--subset", type=int, help="train on a stratified slice of N training images (quick runs)")
-    p.add_argument("--val-size", type=int, help="validation images held out of the training set (default 5000)")
+    p.add_argument("--val-size", type=int, help="validation images held out of the training set (default: a "
+                                                 "folder's val/, else a tenth: 5,000 for CIFAR)")
     p.add_argument("--split-seed", type=int, help="seed of the stratified train/validation split (default 0)")
-    p.add_argument("--final", action="store_true", help="train on all 50,000 training images (no validation "
-                                                         "split, no early stopping); test once at the end")
+    p.add_argument("--final", action="store_true", help="train on all training images (CIFAR's 50,000; no "
+                                                         "validation split, no early stopping); test once at the end")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="fit the whole run in this many minutes: epochs planned from measured speed")
     p.add_argument("--config", type=Path, help="start from a saved config.json (reruns a run exactly)")
@@ -88,6 +119,7 @@ def _add_train(sub) -> None:
                         "each epoch), broadcast (rank 0's buffers every step), sync (SyncBatchNorm, CUDA only)")
     g.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="a collective waiting longer than this (a rank died or hangs) stops the run (default 600)")
+    _dataset_flags(p)
     _data_flags(p)
 
 
@@ -203,6 +235,7 @@ def _add_ablate(sub) -> None:
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="every run logs live scalars to RUN/tensorboard (watch with tensorboard --logdir OUT)")
     _runtime_flags(p)
+    _dataset_flags(p)
     _data_flags(p)
 
 
@@ -227,6 +260,7 @@ def _add_tune(sub) -> None:
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="every run logs live scalars to RUN/tensorboard (watch with tensorboard --logdir OUT)")
     _runtime_flags(p)
+    _dataset_flags(p)
     _data_flags(p)
 
 
@@ -238,6 +272,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set flip=random --set crop_padding=4")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _dataset_flags(p)
     _data_flags(p)
 
 
@@ -260,19 +295,70 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_data(args) -> None:
     import time
 
-    from .data.cifar10 import channel_stats, load_cifar10, make_split
+    from .data.cifar import ARCHIVES
+    from .data.dataset import channel_stats, load_dataset, make_split
 
+    name = _dataset(args) or "cifar10"
+    if name.startswith("folder:"):
+        return _folder_summary(Path(name[len("folder:"):]), args)
     t0 = time.perf_counter()
-    data = load_cifar10(args.data_dir, args.cache_dir)
+    data = load_dataset(name, args.data_dir, args.cache_dir)
     seconds = time.perf_counter() - t0
-    split = make_split(data.train_y)
+    split = make_split(data.train_y, n_classes=len(data.classes))
     mean, std = channel_stats(data.train_x[split.train_idx])
-    console.print(f"CIFAR-10 from {data.source} (loaded in {seconds:.2f} s)")
+    counts = data.train_y.bincount(minlength=len(data.classes)).tolist()
+    if args.json:
+        print(json.dumps({"dataset": name, "source": data.source, "classes": dict(zip(data.classes, counts,
+                                                                                        strict=True)),
+                          "train_images": len(data.train_y), "test_images": len(data.test_y), "mean": mean,
+                          "std": std}))
+        return
+    console.print(f"{ARCHIVES[name].title} from {data.source} (loaded in {seconds:.2f} s)")
     console.print(f"  train {len(data.train_y):,} images → {len(split.train_idx):,} train + {len(split.val_idx):,} "
                   f"validation (stratified, split seed {split.seed}); test {len(data.test_y):,}")
-    counts = data.train_y.bincount(minlength=len(data.classes)).tolist()
     console.print("  classes: " + ", ".join(f"{c} ({n:,})" for c, n in zip(data.classes, counts, strict=True)))
     console.print(f"  train-split mean {[round(m, 4) for m in mean]}  std {[round(s, 4) for s in std]}")
+
+
+def _folder_summary(root: Path, args) -> None:
+    """`data --dataset folder:PATH`: what training would see, and every file it would skip."""
+    from rich.table import Table
+
+    from .data.folder import TEST_FRACTION, TEST_SEED, check_usable, inspect_folder
+
+    limits = _folder_limits(args)
+    scan, _, about = inspect_folder(root, args.cache_dir, limits)
+    if args.json:
+        print(json.dumps({"classes": scan.classes, **about}))
+    else:
+        console.print(f"folder data set {about['root']} ({about['layout']}): {about['images']:,} images in "
+                      f"{len(scan.classes)} classes, read in {about['seconds']:.2f} s ({about['decoded_now']:,} "
+                      f"decoded now, the rest from the cache)")
+        table = Table("class", *(about["counts"] if scan.trees else ["images"]), title="images per class (readable)")
+        for c, name in enumerate(scan.classes):
+            table.add_row(name, *[f"{counts[c]:,}" for counts in about["counts"].values()])
+        console.print(table)
+        if "test" not in about["counts"]:
+            console.print(f"  test: a stratified {TEST_FRACTION:.0%} of each class is held out (seed {TEST_SEED}); "
+                          f"validation: a tenth of the rest (--val-size), or the val/ folder")
+        console.print("  stored size (shorter side): " + ", ".join(f"{k}: {v:,}" for k, v in about["sizes"].items()
+                                                                  if v))
+        for title, items in [("cannot be decoded (skipped)", list(about["unreadable"].items())),
+                             ("not images (skipped)", about["skipped"])]:
+            if items:
+                console.print(f"  {len(items):,} file(s) {title}:")
+                for path, why in items[:20]:
+                    console.print(f"    {path}: {why}")
+                if len(items) > 20:
+                    console.print(f"    … {len(items) - 20:,} more (all with --json)")
+        if scan.empty:
+            console.print(f"  class folders without images: {', '.join(scan.empty)}")
+        dup = about["duplicates"]
+        if dup["within_a_split"] or dup["across_splits"]:
+            console.print(f"  exact duplicate files: {dup['across_splits']:,} across train/val/test, "
+                          f"{dup['within_a_split']:,} within one; e.g. "
+                          + "; ".join(" = ".join(pair) for pair in dup["examples"]))
+    check_usable(scan, about, limits)
 
 
 def cmd_models(args) -> None:
@@ -313,7 +399,7 @@ def cmd_train(args) -> None:
     from .training.distributed import DistOptions, is_rank_zero
     from .training.engine import train
 
-    overrides = {**_overrides(args, TRAIN_FIELDS), **parse_settings(args.set)}
+    overrides = {**_overrides(args, TRAIN_FIELDS), "dataset": _dataset(args), **parse_settings(args.set)}
     if args.final:
         overrides["final"] = True
     if args.time_budget is not None:
@@ -328,7 +414,7 @@ def cmd_train(args) -> None:
         _check_resume_flags(args.out, overrides)
     dist = DistOptions(args.dist_backend, args.dist_bn, args.dist_timeout)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite,
-                       dist=dist)
+                       dist=dist, data_limits=_folder_limits(args))
     if not is_rank_zero():
         return  # under torchrun rank 0 reports (and writes the report)
     console.print(test_line(m))
@@ -353,6 +439,8 @@ def test_line(m: dict) -> str:
     figure, label = headline(m)
     other = f" ({m['test_accuracy']:.2%} single view)" if m.get("test_accuracy_tta") is not None else ""
     val = f", val accuracy {m['best_val_accuracy']:.2%}" if m.get("best_val_accuracy") is not None else ""
+    if m.get("test_balanced_accuracy") is not None:  # imbalanced test classes
+        other += f", balanced accuracy {m['test_balanced_accuracy']:.2%} single view"
     return (f"test accuracy {figure:.2%} {label}{other} (best epoch {m['best_epoch']} of {m['epochs']}{val}, "
             f"{m['train_seconds']:.0f} s training, {m.get('wall_seconds', 0):.0f} s in all)")
 
@@ -375,7 +463,7 @@ def cmd_evaluate(args) -> None:
     """The test set with the run's best weights: the single-view figures, or (--tta) the TTA figures, merged
     into metrics.json under their own names (runs.py) so neither ever replaces the other."""
     from .config import load_run_config
-    from .data.cifar10 import load_cifar10
+    from .data.dataset import load_dataset
     from .runs import evaluate_model, load_run_model, read_metrics, write_metrics
     from .runtime import resolve_runtime
 
@@ -393,7 +481,7 @@ def cmd_evaluate(args) -> None:
     except UserError:
         previous = {}  # a damaged metrics.json is replaced
     model, meta, rt = load_run_model(run_dir, rt)
-    data = load_cifar10(args.data_dir, args.cache_dir)
+    data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir)
     m = evaluate_model(model, meta, data, rt, args.tta, args.tta_translate)
     if "test_accuracy" not in previous and args.tta:  # a metrics.json always has the single-view figures
         previous.update(evaluate_model(model, meta, data, rt))
@@ -490,7 +578,8 @@ def cmd_compare(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .data.cifar10 import load_cifar10
+    from .config import load_run_config
+    from .data.dataset import load_dataset
     from .export import export_onnx, verify_onnx
 
     if not args.run_dir.is_dir():
@@ -498,7 +587,7 @@ def cmd_export(args) -> None:
     if args.check_images <= 0:
         raise UserError(f"--check-images must be positive, got {args.check_images}")
     path = export_onnx(args.run_dir, args.out, args.opset)
-    data = load_cifar10(args.data_dir, args.cache_dir)
+    data = load_dataset(load_run_config(args.run_dir)[0].dataset, args.data_dir, args.cache_dir)
     check = verify_onnx(path, args.run_dir, data.test_x[: args.check_images])
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input uint8 N×3×32×32 (RGB 0–255), "
                   f"output probabilities N×{len(data.classes)}, dynamic batch")
@@ -583,14 +672,15 @@ def cmd_loadtest(args) -> None:
 def cmd_bench(args) -> None:
     from .bench import bench
     from .config import RunConfig, parse_settings
-    from .data.cifar10 import load_cifar10
+    from .data.dataset import load_dataset
 
     if args.train_images <= 0 or args.eval_images <= 0:
         raise UserError(f"--train-images and --eval-images must be positive, got {args.train_images}, "
                         f"{args.eval_images}")
     fields = ["model", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads"]
-    cfg = RunConfig.resolve(args.recipe or "seed", {**_overrides(args, fields), **parse_settings(args.set)})
-    data = load_cifar10(args.data_dir, args.cache_dir)
+    cfg = RunConfig.resolve(args.recipe or "seed", {**_overrides(args, fields), "dataset": _dataset(args),
+                                                    **parse_settings(args.set)})
+    data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir, _folder_limits(args))
     r = bench(data, cfg, train_images=args.train_images, eval_images=args.eval_images,
               warmup_images=min(1_000, args.train_images))
     if args.json:
@@ -617,9 +707,10 @@ def cmd_ablate(args) -> None:
     settings = AblationSettings(variants=args.variants or defaults.variants, seeds=args.seeds,
                                 lrs=args.lrs or defaults.lrs, lr_variants=args.lr_variants or defaults.lr_variants,
                                 subset=args.subset or None, epochs=args.epochs,
-                                val_size=args.val_size, train_eval_images=args.train_eval_images)
+                                val_size=args.val_size, train_eval_images=args.train_eval_images,
+                                dataset=_dataset(args) or "cifar10")
     run_ablation(args.out, settings, runtime=_overrides(args, RUNTIME_FIELDS), data_dir=args.data_dir,
-                 cache_dir=args.cache_dir, train_runs=not args.analyze_only)
+                 cache_dir=args.cache_dir, train_runs=not args.analyze_only, data_limits=_folder_limits(args))
     console.print(f"claims: {args.out / 'claims.md'} and {args.out / 'claims.html'}")
 
 
@@ -629,10 +720,11 @@ def cmd_tune(args) -> None:
     study = args.study or f"{args.model}-tune"
     out = args.out or Path("runs/tune") / study
     settings = TuneSettings(model=args.model, recipe=args.recipe, epochs=args.epochs, subset=args.subset,
-                            time_budget=args.time_budget, patience=args.patience, seed=args.seed)
+                            time_budget=args.time_budget, patience=args.patience, seed=args.seed,
+                            dataset=_dataset(args) or "cifar10")
     summary = run_tuning(out, settings, args.trials, study, args.storage, runtime=_overrides(args, RUNTIME_FIELDS),
                          data_dir=args.data_dir, cache_dir=args.cache_dir, sampler_seed=args.sampler_seed,
-                         final=args.final)
+                         final=args.final, data_limits=_folder_limits(args))
     console.print(summary_markdown(summary), markup=False)
     console.print(f"written: {out / 'summary.md'}, {out / 'trials.csv'}, {out / 'lr_batch.png'}")
 

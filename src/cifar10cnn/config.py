@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data.dataset import canonical_name
 from .errors import UserError
 from .fileio import read_json
 from .recipes import get_recipe
@@ -21,6 +22,7 @@ from .recipes import get_recipe
 @dataclass
 class RunConfig:
     recipe: str = "seed"
+    dataset: str = "cifar10"  # cifar10 | cifar100 | cifar100:coarse | folder:PATH (data/dataset.py)
     model: str = "seed"
     model_options: dict = field(default_factory=dict)
     optimizer: str = "adam"
@@ -33,7 +35,8 @@ class RunConfig:
     monitor: str = "val_loss"  # val_loss (Keras default) or val_accuracy
     seed: int = 0  # weights, shuffling, dropout
     split_seed: int = 0  # the stratified train/validation split
-    val_size: int = 5_000
+    val_size: int | None = None  # validation images; None: the data set's own (a folder's val/), else a tenth of
+    #                               the training images, stratified (5,000 of CIFAR's 50,000)
     subset: int | None = None  # a stratified slice of the training split, for quick runs
     eval_batch_size: int = 500
     train_eval_images: int = 0  # > 0: also evaluate this many training images in eval mode each epoch (the
@@ -129,10 +132,13 @@ class RunConfig:
         if self.linear_probe and (self.ema_decay or self.crop_padding or self.cutout or self.flip != "none"):
             raise UserError("linear_probe trains on features computed once, so it cannot use per-epoch "
                             "augmentation (crop_padding, flip, cutout) or ema_decay; turn those off")
+        self.dataset = canonical_name(self.dataset)
         if self.final:
             self.val_size, self.patience = 0, 0  # no validation split: fixed settings, last epoch kept
-        elif self.val_size <= 0:
-            raise UserError("--val-size must be positive (use --final to train on all training images)")
+        elif self.val_size is not None and (not isinstance(self.val_size, int) or isinstance(self.val_size, bool)
+                                            or self.val_size <= 0):
+            raise UserError(f"--val-size must be a positive integer (use --final to train on all training images), "
+                            f"got {self.val_size!r}")
         return self
 
     def to_dict(self) -> dict:

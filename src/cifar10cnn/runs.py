@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import RunConfig, load_run_config
-from .data.cifar10 import CIFAR10
+from .data.dataset import ImageDataset
 from .errors import UserError
 from .evaluation.metrics import classification_metrics
 from .fileio import atomic_write_json, file_lock, read_json
@@ -206,7 +206,7 @@ def load_run_model(run_dir: Path, runtime: Runtime | None = None):
     return model.eval(), meta, runtime
 
 
-def evaluate_model(model, meta: dict, data: CIFAR10, runtime: Runtime, tta: bool = False, translate: int = 0,
+def evaluate_model(model, meta: dict, data: ImageDataset, runtime: Runtime, tta: bool = False, translate: int = 0,
                    predict: Callable = predict_logits) -> dict:
     """Evaluate a run's best weights (`load_run_model`) on the test set, in the metrics.json schema: the
     single-view figures (tta=False), or `test_accuracy_tta` and its "tta" block (tta=True). Nothing is written."""
@@ -221,13 +221,15 @@ def evaluate_model(model, meta: dict, data: CIFAR10, runtime: Runtime, tta: bool
         m["test_loss"] = None
     seconds = round(time.perf_counter() - t0, 3)
     if tta:
-        details = {k: m[k] for k in ("test_loss", "per_class_accuracy", "confusion_matrix")}
+        details = {k: m[k] for k in ("test_loss", "per_class_accuracy", "confusion_matrix") if k in m}
+        if "test_balanced_accuracy" in m:
+            details["balanced_accuracy"] = m["test_balanced_accuracy"]
         return {"test_accuracy_tta": m["test_accuracy"],
                 "tta": {"views": tta_views(translate), "translate": translate, **details, "eval_seconds": seconds}}
     return {**m, "eval_seconds": seconds, "model": meta.get("model"), "trainable_params": trainable_params(model)}
 
 
-def test_figures(run_dir: Path, data: CIFAR10, runtime: Runtime, cfg: RunConfig,
+def test_figures(run_dir: Path, data: ImageDataset, runtime: Runtime, cfg: RunConfig,
                  predict: Callable = predict_logits) -> dict:
     """The finished run's one test evaluation: single view, plus the recipe's TTA when it has one."""
     model, meta, runtime = load_run_model(run_dir, runtime)

@@ -1,5 +1,7 @@
-"""Data: CIFAR-10 download, validation, uint8 cache and the stratified train/validation split."""
+"""Data: CIFAR-10, CIFAR-100 and folders of images (download, validation, uint8 cache) and the stratified
+train/validation split."""
 
-from .cifar10 import CIFAR10, Split, load_cifar10, make_split
+from .cifar import load_cifar10
+from .dataset import ImageDataset, Split, load_dataset, make_split
 
-__all__ = ["CIFAR10", "Split", "load_cifar10", "make_split"]
+__all__ = ["ImageDataset", "Split", "load_cifar10", "load_dataset", "make_split"]

@@ -142,11 +142,19 @@ def decode_image(source: bytes | str | Path, max_pixels: int = MAX_PIXELS,
     """Decode one image (bytes or a path) → 32×32×3 uint8 array, or raise ImageError.
 
     With a `budget`, the decoded size is held from it while the image is decoded."""
+    return decode_with_size(source, max_pixels, max_decode_bytes, budget)[0]
+
+
+def decode_with_size(source: bytes | str | Path, max_pixels: int = MAX_PIXELS,
+                     max_decode_bytes: int = MAX_DECODE_BYTES, budget: MemoryBudget | None = None
+                     ) -> tuple[np.ndarray, tuple[int, int]]:
+    """`decode_image`, and the image's (width, height) as stored in the file."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with _open(source) as img:
-                return _decode(img, max_pixels, max_decode_bytes, budget)
+                size = img.size
+                return _decode(img, max_pixels, max_decode_bytes, budget), size
         except ImageError:
             raise
         except UnidentifiedImageError:

@@ -14,13 +14,18 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     pred = logits.argmax(1)
     cm = confusion_matrix(pred, labels, len(classes))
     per_class = (cm.diag().double() / cm.sum(1).clamp(min=1)).tolist()
-    return {
+    m = {
         "test_accuracy": (pred == labels).double().mean().item(),
         "test_loss": torch.nn.functional.cross_entropy(logits, labels).item(),
         "test_images": len(labels),
         "per_class_accuracy": dict(zip(classes, per_class, strict=True)),
         "confusion_matrix": cm.tolist(),
     }
+    counts = cm.sum(1)
+    if int(counts.min()) != int(counts.max()):  # imbalanced classes: the mean recall over the classes tested
+        present = counts > 0
+        m["test_balanced_accuracy"] = (cm.diag()[present].double() / counts[present]).mean().item()
+    return m
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

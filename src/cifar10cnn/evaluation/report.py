@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..config import load_run_config  # noqa: E402
-from ..data.cifar10 import CIFAR10, load_cifar10  # noqa: E402
+from ..data.dataset import ImageDataset, load_dataset  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..fileio import atomic_write, atomic_write_text  # noqa: E402
 from ..inference import predict_logits, to_batch  # noqa: E402
@@ -67,18 +67,22 @@ def plot_curves(history: list[dict], best_epoch: int, stopped_early: bool) -> by
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
-    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.8), gridspec_kw={"wspace": 0.08})
+    """Counts and recall side by side; past 20 classes the cells are not annotated and the panels grow."""
+    side = max(5.8, 0.14 * len(classes))
+    fig, axes = plt.subplots(1, 2, figsize=(side * 2.3, side), gridspec_kw={"wspace": 0.08})
+    tick_size = 8 if len(classes) <= 20 else max(3, 8 - len(classes) // 25)
     norm = cm / cm.sum(1, keepdims=True).clip(min=1)
     panels = ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised (recall)", "{:.2f}"))
     for ax, mat, title, fmt in panels:
         im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) <= 20 else 90,
+                      ha="right" if len(classes) <= 20 else "center", fontsize=tick_size)
+        ax.set_yticks(range(len(classes)), classes, fontsize=tick_size)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(f"confusion matrix: {title}")
         ax.grid(False)
-        for i in range(len(classes)):
+        for i in range(len(classes) if len(classes) <= 20 else 0):
             for j in range(len(classes)):
                 ax.text(j, i, fmt.format(mat[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
@@ -89,7 +93,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
 
 
 def plot_per_class(rows: list[dict]) -> bytes:
-    fig, ax = plt.subplots(figsize=(11, 3.8))
+    fig, ax = plt.subplots(figsize=(max(11.0, 0.3 * len(rows)), 3.8))
     x = np.arange(len(rows))
     w = 0.27
     acc = np.array([r["accuracy"] for r in rows])
@@ -97,7 +101,7 @@ def plot_per_class(rows: list[dict]) -> bytes:
     ax.bar(x - w, acc, w, yerr=err, capsize=3, color=TRAIN, label="accuracy (recall) ± 95% CI")
     ax.bar(x, [r["precision"] for r in rows], w, color=ACCENT, label="precision")
     ax.bar(x + w, [r["f1"] for r in rows], w, color=VAL, label="F1")
-    ax.set_xticks(x, [r["class"] for r in rows])
+    ax.set_xticks(x, [r["class"] for r in rows], **({} if len(rows) <= 12 else {"rotation": 90, "fontsize": 7}))
     ax.set_ylim(max(0.0, acc.min() - 0.25), 1.0)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_title("per-class metrics on the test set", pad=28)
@@ -183,7 +187,7 @@ class TestPass:
         return [f"{c[y[i]]}→{c[p[i]]}\n{q[i]:.1%}" if p[i] != y[i] else f"{c[y[i]]}\n{q[i]:.1%}" for i in idx.tolist()]
 
 
-def test_pass(model, data: CIFAR10, runtime) -> TestPass:
+def test_pass(model, data: ImageDataset, runtime) -> TestPass:
     probs = predict_logits(model, data.test_x, runtime).softmax(1)
     conf, pred = probs.max(1)
     labels = data.test_y
@@ -305,7 +309,7 @@ def report_sections(tp: TestPass, figures: dict, metrics: dict, cal: dict, cfg, 
     ]
 
 
-def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = None, data_dir=None,
+def build_report(run_dir: Path, out: Path | None = None, data: ImageDataset | None = None, data_dir=None,
                  cache_dir=None, gallery_size: int = 30, cam_count: int = 10) -> Path:
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report.html"
@@ -316,7 +320,7 @@ def build_report(run_dir: Path, out: Path | None = None, data: CIFAR10 | None = 
     metrics = read_metrics(run_dir)
     history = _read_history(run_dir)
     model, _, runtime = load_run_model(run_dir)
-    data = data or load_cifar10(data_dir, cache_dir)
+    data = data or load_dataset(cfg.dataset, data_dir, cache_dir)
     tp = test_pass(model, data, runtime)
     cal = calibration(tp.probs, tp.labels)
     sample = tp.wrong[torch.randperm(len(tp.wrong), generator=torch.Generator().manual_seed(0))[:cam_count]]

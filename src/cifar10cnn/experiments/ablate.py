@@ -59,6 +59,7 @@ class AblationSettings:
     epochs: int = 12
     val_size: int = 5_000
     train_eval_images: int = 5_000  # training images evaluated in eval mode each epoch (the honest gap)
+    dataset: str = "cifar10"  # data/dataset.py
 
     def validate(self) -> AblationSettings:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -75,7 +76,7 @@ class AblationSettings:
             raise UserError(f"--lrs must be distinct positive learning rates, got {self.lrs}")
         if self.epochs < 2:
             raise UserError(f"--epochs must be at least 2 (a curve needs two points), got {self.epochs}")
-        if self.subset is not None and not 10 <= self.subset <= 50_000 - self.val_size:
+        if self.subset is not None and self.dataset == "cifar10" and not 10 <= self.subset <= 50_000 - self.val_size:
             raise UserError(f"--subset must be between 10 and {50_000 - self.val_size:,} (0 = all), got {self.subset}")
         self.run_config("seed", self.lrs[0], 0)  # the recipe and sizes are valid before anything is written
         return self
@@ -84,6 +85,7 @@ class AblationSettings:
         return RunConfig.resolve(self.recipe, {
             "model": "seed", "model_options": VARIANTS[variant]["options"], "lr": lr, "seed": seed,
             "epochs": self.epochs, "patience": 0, "subset": self.subset, "val_size": self.val_size,
+            "dataset": self.dataset,
             "train_eval_images": min(self.train_eval_images, self.subset or 45_000), **(runtime or {})})
 
     def lrs_of(self, variant: str) -> list[float]:
@@ -97,7 +99,7 @@ def _check_settings(out: Path, settings: AblationSettings) -> None:
     path = out / "experiment.json"
     if path.is_file():
         saved = read_json(path, "ablation record").get("settings", {})
-        if saved != asdict(settings):
+        if {"dataset": "cifar10", **saved} != asdict(settings):  # a record from before `dataset` was CIFAR-10's
             diff = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in asdict(settings).items() if saved.get(k) != v)
             raise UserError(f"{out} holds an ablation with other settings ({diff}); finished runs would not be "
                             f"comparable: choose another --out or repeat the saved settings")
@@ -107,9 +109,9 @@ def _check_settings(out: Path, settings: AblationSettings) -> None:
 
 
 def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = None, data=None,
-                 data_dir=None, cache_dir=None, train_runs: bool = True) -> dict:
+                 data_dir=None, cache_dir=None, train_runs: bool = True, data_limits=None) -> dict:
     """Train every missing run of the plan (unless train_runs is False), then analyse and write the pages."""
-    from ..data.cifar10 import load_cifar10
+    from ..data.dataset import load_dataset
     from ..training.engine import train
     from .claims import analyse, write_pages
 
@@ -122,7 +124,7 @@ def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = N
     console.print(f"ablation in {out}: {len(settings.variants)} variants at {grid} (variant, learning rate) pairs × "
                   f"{settings.seeds} seeds = {len(plan)} runs; {len(plan) - len(todo)} done earlier, {len(todo)} to go")
     if train_runs and todo:
-        data = data or load_cifar10(data_dir, cache_dir)
+        data = data or load_dataset(settings.dataset, data_dir, cache_dir, data_limits)
         started = time.perf_counter()
         for k, (variant, lr, seed) in enumerate(todo, 1):
             run_dir = out / "runs" / run_name(variant, lr, seed)

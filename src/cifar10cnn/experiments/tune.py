@@ -52,6 +52,7 @@ class TuneSettings:
     time_budget: float | None = None  # minutes per trial
     patience: int | None = None
     seed: int = 0  # training seed of every trial (the same for all: trials differ only in their settings)
+    dataset: str = "cifar10"  # data/dataset.py
 
     def pruner_warmup(self) -> int:
         """Epochs before a trial may be pruned: half the epochs, 2 to 5. Early validation accuracy ranks
@@ -64,7 +65,7 @@ class TuneSettings:
 
     def config(self, overrides: dict | None = None, runtime: dict | None = None) -> RunConfig:
         budget = {"model": self.model, "epochs": self.epochs, "subset": self.subset, "time_budget": self.time_budget,
-                  "patience": self.patience, "seed": self.seed}
+                  "patience": self.patience, "seed": self.seed, "dataset": self.dataset}
         return RunConfig.resolve(self.recipe, {**budget, **(overrides or {}), **(runtime or {})})
 
 
@@ -113,7 +114,7 @@ def open_study(url: str, name: str, settings: TuneSettings, sampler_seed: int | 
     saved = study.user_attrs.get("settings")
     if saved is None:
         study.set_user_attr("settings", asdict(settings))
-    elif saved != asdict(settings):
+    elif {"dataset": "cifar10", **saved} != asdict(settings):  # a study from before `dataset` was CIFAR-10's
         diff = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in asdict(settings).items() if saved.get(k) != v)
         raise UserError(f"study {name!r} was created with other settings ({diff}); its trials would not be "
                         "comparable: use another --study or the same flags")
@@ -208,10 +209,10 @@ def has_dropout(model: str) -> bool:
 
 def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, storage: str | None = None,
                runtime: dict | None = None, data=None, data_dir=None, cache_dir=None,
-               sampler_seed: int | None = None, final: bool = False) -> dict:
+               sampler_seed: int | None = None, final: bool = False, data_limits=None) -> dict:
     """Run this worker's share of the study's trials; summarise the study; with `final`, train the baseline
     (the recipe's settings under the trials' budget) and retrain best and baseline on all training images."""
-    from ..data.cifar10 import load_cifar10
+    from ..data.dataset import load_dataset
     from ..training.engine import train
 
     optuna = _optuna()
@@ -229,7 +230,7 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
                   + (f"; {stale} trial(s) of a killed worker marked failed" if stale else "")
                   + ("" if tune_dropout else f"; {settings.model} has no dropout option: not tuned"))
     if trials > done or final:
-        data = data or load_cifar10(data_dir, cache_dir)
+        data = data or load_dataset(settings.dataset, data_dir, cache_dir, data_limits)
 
     def objective(trial) -> float:
         trial.set_user_attr("worker", worker_id())

@@ -20,7 +20,8 @@ import torch
 from torch.distributed import DistError
 
 from ..config import RunConfig, load_run_config
-from ..data.cifar10 import CIFAR10, Split, load_cifar10, make_split
+from ..data.dataset import ImageDataset, Split, folder_summary, load_dataset, make_split
+from ..data.folder import FolderLimits
 from ..errors import TrainingDiverged, UserError
 from ..inference import evaluate, predict_logits
 from ..models import trainable_params
@@ -60,15 +61,18 @@ from .state import Run, TrainState, schedule_steps, steps_per_epoch
 
 
 def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool | str = False,
-          overwrite: bool = False, data: CIFAR10 | None = None, hooks: Sequence[Hook] = (),
-          test: bool = True, wait: bool = False, dist: DistOptions | None = None) -> tuple[Path, dict]:
+          overwrite: bool = False, data: ImageDataset | None = None, hooks: Sequence[Hook] = (),
+          test: bool = True, wait: bool = False, dist: DistOptions | None = None,
+          data_limits: FolderLimits | None = None) -> tuple[Path, dict]:
     """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
 
     hooks react to every epoch (see hooks.py; e.g. a tuning pruner that raises to stop the run, which
     stays resumable). test=False leaves the test set alone (tuning trials select on the validation split
     only): metrics.json then holds the validation figures and "test_evaluated": false. One process trains
     a folder at a time: another one holding it is an error, or (wait=True, resume="auto") waited for.
-    Under torchrun every rank calls this and they train one model (distributed.py; `dist` says how)."""
+    Under torchrun every rank calls this and they train one model (distributed.py; `dist` says how).
+    The images are the config's `dataset` (data/dataset.py), unless `data` is given; data_limits bound loading
+    a folder of images."""
     clock = Stopwatch()
     group = start_group(cfg.device, dist)
     try:
@@ -79,7 +83,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
                 console.print(f"{out} is already finished; nothing to resume", markup=False)
                 return out, group.on_main(lambda: read_metrics(out))
             return train_in(cfg, out, mode, has_checkpoint, group, clock, data or group.main_first(
-                lambda: load_cifar10(data_dir, cache_dir)), cache_dir, hooks, test)
+                lambda: load_dataset(cfg.dataset, data_dir, cache_dir, data_limits)), cache_dir, hooks, test)
     except (DistError, RuntimeError) as e:
         if not group_failure(group, e):
             raise
@@ -89,12 +93,12 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
 
 
 def train_in(cfg: RunConfig, out: Path, mode: str, has_checkpoint: bool, group: Dist, clock: Stopwatch,
-             data: CIFAR10, cache_dir, hooks: Sequence[Hook], test: bool) -> tuple[Path, dict]:
+             data: ImageDataset, cache_dir, hooks: Sequence[Hook], test: bool) -> tuple[Path, dict]:
     """The run itself, once its folder is decided: build → state → epochs → finish."""
     runtime = resolve_runtime(group.device(cfg.device), cfg.precision, cfg.channels_last,
                               cfg.threads or group.default_threads())
     check_batch(cfg.batch_size, group)
-    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset)
+    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset, len(data.classes), data.val_idx)
     model, weights_meta = build_model(cfg, data, split, runtime)
     model = group.prepare_model(model)
     resident = resident_data(cfg, data, split, runtime, model, cache_dir)
@@ -200,7 +204,7 @@ def resume_state(run: Run) -> TrainState:
     return state
 
 
-def start_folder(run: Run, mode: str, data: CIFAR10, split: Split) -> None:
+def start_folder(run: Run, mode: str, data: ImageDataset, split: Split) -> None:
     """A new run's folder and config.json. --overwrite builds the new run beside the old one, which it
     replaces only once the new run has its first checkpoint (hooks.ReplaceOld): killed before that, the
     old run is untouched."""
@@ -210,8 +214,9 @@ def start_folder(run: Run, mode: str, data: CIFAR10, split: Split) -> None:
     run.out.mkdir(parents=True, exist_ok=True)
     meta = run.weights_meta
     write_config(run.out, run.cfg, run.runtime, {
-        "source": data.source, "classes": data.classes, "split_seed": split.seed,
+        "dataset": run.cfg.dataset, "source": data.source, "classes": data.classes, "split_seed": split.seed,
         "train_images": len(split.train_idx), "val_images": len(split.val_idx), "test_images": len(data.test_y),
+        **({"validation": "the data set's own"} if split.given else {}), **folder_summary(data),
         "normalization": {"mean": meta["mean"], "std": meta["std"]}}, trainable_params(run.parts.model),
         run.dist.describe())
 
@@ -330,7 +335,7 @@ def record(run: Run, row: dict, exact: dict) -> None:
         st.stopped_early = cfg.patience > 0 and st.wait >= cfg.patience
 
 
-def finish(run: Run, data: CIFAR10, test: bool) -> dict:
+def finish(run: Run, data: ImageDataset, test: bool) -> dict:
     """The test set once, with the best weights (single view, and the recipe's TTA); metrics.json.
     Across ranks each predicts its shard of the test set and rank 0 writes the figures."""
     cfg, st, g = run.cfg, run.state, run.dist

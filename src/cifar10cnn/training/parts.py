@@ -20,7 +20,8 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data.augment import Augment
-from ..data.cifar10 import CIFAR10, Split, channel_stats, default_cache_dir
+from ..data.cifar import default_cache_dir
+from ..data.dataset import ImageDataset, Split, channel_stats
 from ..errors import UserError
 from ..models import Classifier, ModelContract, build_classifier, input_normalization, parameter_roles
 from ..runtime import Runtime
@@ -77,7 +78,7 @@ def data_init_sample(train_idx: torch.Tensor, seed: int, n: int = 5_000) -> torc
     return train_idx[torch.randperm(len(train_idx), generator=g)[:n]]
 
 
-def build_model(cfg: RunConfig, data: CIFAR10, split: Split, runtime: Runtime) -> tuple[Classifier, dict]:
+def build_model(cfg: RunConfig, data: ImageDataset, split: Split, runtime: Runtime) -> tuple[Classifier, dict]:
     """(the placed classifier of a new run, the weights metadata saved with it)."""
     mean, std = channel_stats(data.train_x[split.train_idx])
     torch.manual_seed(cfg.seed)
@@ -150,7 +151,7 @@ def build_parts(cfg: RunConfig, model: Classifier, runtime: Runtime, wrap: Calla
     return Parts(model, fit, step_model, optimizer, scaler, ema, lookahead, augment if augment.active else None)
 
 
-def resident_data(cfg: RunConfig, data: CIFAR10, split: Split, runtime: Runtime, model: Classifier,
+def resident_data(cfg: RunConfig, data: ImageDataset, split: Split, runtime: Runtime, model: Classifier,
                   cache_dir=None) -> Resident:
     """The whole data set on the device as uint8 — or, for a linear probe, the frozen backbone's features
     (computed once and cached) in the same rows — with the split's validation set and the train sample."""
