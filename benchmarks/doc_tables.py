@@ -290,6 +290,62 @@ def distributed_equivalence() -> str:
             + "\n" + "".join(f"- {n}\n" for n in notes) + f"\nMeasured on: {origins(items)}.\n")
 
 
+def folder_datasets() -> str:
+    """datasets.md: CIFAR-10 as PNG files vs the batches (decode speed, pixel identity, the shortened `fast --final`
+    per seed with Welch's test), the digits per seed, and `--time-budget 5` on the PNG tree; from the kept files."""
+    from cifar10cnn.stats import welch
+
+    out = []
+    if (RESULTS / "folder/png-load.json").is_file():
+        r = kept("folder/png-load.json")
+        out.append(f"Loading the PNG tree ({r['images']:,} files): first load {r['first_load_seconds']:.1f} s "
+                   f"(**{r['first_load_images_per_s']:,.0f} images/s** decoded), second load "
+                   f"**{r['second_load_seconds']:.2f} s** (from the cache); decoded pixels and labels "
+                   f"{'identical to' if r['same_pixels_and_labels_as_batches'] else 'DIFFERENT from'} the batches' "
+                   f"({r['machine_cpu']}; `{r['command']}`).\n")
+    arms = {src: sorted((r for _, r in kept_glob(f"folder/fast-{src}-seed*.json")), key=lambda r: r["seed"])
+            for src in ("batches", "png")}
+    rows = []
+    for src, runs in arms.items():
+        if runs:
+            s = runs[0]["settings"]
+            rows.append([f"`fast --final`, {s['subset']:,} images × {s['epochs']} epochs",
+                         "the batches (`--dataset cifar10`)" if src == "batches" else "PNG tree (`--dataset folder:…`)",
+                         ", ".join(f"{r['test_accuracy']:.2%}" for r in runs), pct([r["test_accuracy"] for r in runs]),
+                         f"{statistics.fmean(r['wall_seconds'] for r in runs):.0f}"])
+    if rows:
+        out.append(table(["recipe (shortened)", "images from", "test accuracy per seed (single view)", "mean ± std",
+                          "run wall s (mean)"], rows))
+        if len(arms["batches"]) >= 2 and len(arms["png"]) >= 2:
+            c = welch([r["test_accuracy"] for r in arms["png"]], [r["test_accuracy"] for r in arms["batches"]])
+            out.append(f"\n- PNG tree − batches **{c.diff * 100:+.2f} points** (95% CI {c.ci[0] * 100:+.2f} to "
+                       f"{c.ci[1] * 100:+.2f}, Welch p = {c.p:.2g})\n")
+    digits = sorted((r for _, r in kept_glob("folder/digits-seed*.json")), key=lambda r: r["seed"])
+    if digits:
+        out.append("\n" + table(["data set", "recipe", "test accuracy per seed (single view)", "mean ± std",
+                                  "balanced accuracy (mean)"],
+                                 [["scikit-learn digits as PNG class folders (1,797 images, test: a fixed fifth)",
+                                   f"`seed`, at most {digits[0]['settings']['epochs']} epochs",
+                                   ", ".join(f"{r['test_accuracy']:.2%}" for r in digits),
+                                   pct([r["test_accuracy"] for r in digits]),
+                                   pct([r["test_balanced_accuracy"] for r in digits if "test_balanced_accuracy" in r])
+                                   or "–"]]))
+    if (RESULTS / "folder/fast-png-budget5.json").is_file():
+        r = kept("folder/fast-png-budget5.json")
+        b = r["budget"]
+        out.append(f"\n`train --dataset folder:… --recipe fast --time-budget 5` on the PNG tree: {b['planned_epochs']} "
+                   f"epochs planned, {b['epochs_run']} run, **{r['wall_seconds']:.0f} s** wall in all, test accuracy "
+                   f"**{r['test_accuracy']:.2%}** single view"
+                   + (f", {r['test_accuracy_tta']:.2%} with TTA" if r.get("test_accuracy_tta") is not None else "")
+                   + ". Per class (single view):\n\n"
+                   + table(["class", *r["per_class_accuracy"]], [["accuracy", *(f"{v:.1%}" for v in
+                                                                                r["per_class_accuracy"].values())]]))
+    everything = [*[(n, r) for n, r in kept_glob("folder/*.json") if "provenance" in r]]
+    if not out:
+        return "_No kept runs yet: `benchmarks/folder_datasets.py` measures and keeps them._\n"
+    return "".join(out) + (f"\nMeasured on: {origins(everything)}.\n" if everything else "")
+
+
 def engine_refactor_speed() -> str:
     """speed.md: `cifar10cnn bench` before/after the engine refactor, alternating runs in one sitting."""
     lines = (RESULTS / "speed" / "engine-refactor-bench.jsonl").read_text().splitlines()
@@ -364,6 +420,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
+    "folder-datasets": folder_datasets,
 }
 
 

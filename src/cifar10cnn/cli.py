@@ -296,7 +296,8 @@ def cmd_data(args) -> None:
     import time
 
     from .data.cifar import ARCHIVES
-    from .data.dataset import channel_stats, load_dataset, make_split
+    from .data.dataset import channel_stats, make_split
+    from .data.loading import load_dataset
 
     name = _dataset(args) or "cifar10"
     if name.startswith("folder:"):
@@ -463,7 +464,7 @@ def cmd_evaluate(args) -> None:
     """The test set with the run's best weights: the single-view figures, or (--tta) the TTA figures, merged
     into metrics.json under their own names (runs.py) so neither ever replaces the other."""
     from .config import load_run_config
-    from .data.dataset import load_dataset
+    from .data.loading import load_dataset
     from .runs import evaluate_model, load_run_model, read_metrics, write_metrics
     from .runtime import resolve_runtime
 
@@ -579,7 +580,7 @@ def cmd_compare(args) -> None:
 
 def cmd_export(args) -> None:
     from .config import load_run_config
-    from .data.dataset import load_dataset
+    from .data.loading import load_dataset
     from .export import export_onnx, verify_onnx
 
     if not args.run_dir.is_dir():
@@ -672,7 +673,7 @@ def cmd_loadtest(args) -> None:
 def cmd_bench(args) -> None:
     from .bench import bench
     from .config import RunConfig, parse_settings
-    from .data.dataset import load_dataset
+    from .data.loading import load_dataset
 
     if args.train_images <= 0 or args.eval_images <= 0:
         raise UserError(f"--train-images and --eval-images must be positive, got {args.train_images}, "

@@ -2,6 +2,7 @@
 train/validation split."""
 
 from .cifar import load_cifar10
-from .dataset import ImageDataset, Split, load_dataset, make_split
+from .dataset import ImageDataset, Split, make_split
+from .loading import load_dataset
 
 __all__ = ["ImageDataset", "Split", "load_cifar10", "load_dataset", "make_split"]

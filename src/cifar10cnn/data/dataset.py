@@ -6,7 +6,7 @@ stratified train/validation split.
     --dataset cifar100:coarse    CIFAR-100, its 20 superclasses
     --dataset folder:PATH        your images: one subfolder per class (data/folder.py)
 
-`load_dataset` turns that name into an `ImageDataset`; the rest of the project (training, the report,
+`load_dataset` (data/loading.py) turns that name into an `ImageDataset`; the rest of the project (training, the report,
 evaluate, export) never asks where the images came from.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -57,19 +56,6 @@ def canonical_name(name: str) -> str:
         return "folder:" + os.path.abspath(os.path.expanduser(name[len("folder:"):].strip()))
     raise UserError(f"unknown --dataset {name!r}; valid: cifar10, cifar100, cifar100:coarse, folder:PATH "
                     f"(one subfolder per class)")
-
-
-def load_dataset(name: str = "cifar10", data_dir=None, cache_dir=None, limits=None) -> ImageDataset:
-    """The data set called `name` (see the module docstring). data_dir: the CIFAR folder (or $CIFAR10_DIR /
-    $CIFAR100_DIR); limits: a folder's FolderLimits (memory, unreadable files)."""
-    name = canonical_name(name)
-    if name.startswith("folder:"):
-        from .folder import load_folder
-
-        return load_folder(Path(name[len("folder:"):]), cache_dir, limits)
-    from .cifar import load_cifar
-
-    return load_cifar(name, data_dir, cache_dir)
 
 
 def folder_summary(data: ImageDataset) -> dict:

@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..config import load_run_config  # noqa: E402
-from ..data.dataset import ImageDataset, load_dataset  # noqa: E402
+from ..data.dataset import ImageDataset  # noqa: E402
+from ..data.loading import load_dataset  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..fileio import atomic_write, atomic_write_text  # noqa: E402
 from ..inference import predict_logits, to_batch  # noqa: E402
@@ -251,8 +252,12 @@ def summary_html(tp: TestPass, metrics: dict, cal: dict, cfg, config_doc: dict) 
     if metrics.get("test_accuracy_tta") is not None:
         figure, label = headline(metrics)
         tta_kpi = f"<div>test accuracy {html.escape(label)}<b>{figure:.2%}</b>what <code>train</code> printed</div>"
+    if metrics.get("test_balanced_accuracy") is not None:  # imbalanced test classes (evaluation/metrics.py)
+        tta_kpi += (f"<div>balanced accuracy (single view)<b>{metrics['test_balanced_accuracy']:.2%}</b>the mean of "
+                    f"the per-class accuracies</div>")
     ranked = sorted(tp.rows, key=lambda r: -r["accuracy"])
-    return f"""
+    source = f"<p>Data set: <code>{html.escape(str(cfg.dataset))}</code>, {len(tp.classes)} classes.</p>"
+    return source + f"""
 <div class="kpi"><div>test accuracy (single view)<b>{tp.accuracy:.2%}</b>95% CI {lo:.2%}–{hi:.2%}</div>{tta_kpi}
 <div>best epoch<b>{metrics.get('best_epoch')} / {metrics.get('epochs')}</b>
 {val_kpi}</div>

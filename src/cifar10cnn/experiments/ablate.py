@@ -111,7 +111,7 @@ def _check_settings(out: Path, settings: AblationSettings) -> None:
 def run_ablation(out: Path, settings: AblationSettings, runtime: dict | None = None, data=None,
                  data_dir=None, cache_dir=None, train_runs: bool = True, data_limits=None) -> dict:
     """Train every missing run of the plan (unless train_runs is False), then analyse and write the pages."""
-    from ..data.dataset import load_dataset
+    from ..data.loading import load_dataset
     from ..training.engine import train
     from .claims import analyse, write_pages
 

@@ -212,7 +212,7 @@ def run_tuning(out: Path, settings: TuneSettings, trials: int, study_name: str, 
                sampler_seed: int | None = None, final: bool = False, data_limits=None) -> dict:
     """Run this worker's share of the study's trials; summarise the study; with `final`, train the baseline
     (the recipe's settings under the trials' budget) and retrain best and baseline on all training images."""
-    from ..data.dataset import load_dataset
+    from ..data.loading import load_dataset
     from ..training.engine import train
 
     optuna = _optuna()
