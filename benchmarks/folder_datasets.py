@@ -30,7 +30,7 @@ from pathlib import Path
 from kept_runs import check_reusable, exit_code, save_result
 
 RESULTS = Path("benchmarks/results/folder")
-CASE = {"subset": 5_000, "epochs": 3, "final": True, "tta": False}  # the shortened `fast --final`
+CASE = {"subset": 10_000, "epochs": 3, "final": True, "tta": False}  # the shortened `fast --final`
 EPOCHS_DIGITS = 20
 
 
