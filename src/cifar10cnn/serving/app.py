@@ -257,7 +257,8 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
         decoder.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="cifar10cnn", version="1", lifespan=lifespan,
-                  description=f"CIFAR-10 classifier `{meta.get('model')}` from run `{run_dir.name}`.")
+                  description=f"{len(meta['classes'])}-class image classifier `{meta.get('model')}` from run "
+                              f"`{run_dir.name}`.")
     app.state.batcher = batcher
     install_error_handlers(app)
 
