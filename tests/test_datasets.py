@@ -326,3 +326,50 @@ def test_memory_is_estimated_before_decoding(digits_dir, tmp_path):
     with pytest.raises(UserError, match=r"need .* GiB of memory .* raise it with --data-memory"):
         load_folder(digits_dir, tmp_path / "cache", FolderLimits(max_memory_gib=0.001))
     assert not (tmp_path / "cache" / "folders").exists() or not any((tmp_path / "cache" / "folders").rglob("*.npy"))
+
+
+# --- --image-size ----------------------------------------------------------------------------------------
+
+
+def test_image_size_flows_to_training_predict_serve_and_export(digits_dir, tmp_path, capsys):
+    out = tmp_path / "run48"
+    assert cli("train", "--dataset", f"folder:{digits_dir}", "--model", "resnet20", "--image-size", "48", "--epochs",
+               "1", "--batch-size", "64", "--subset", "400", "--out", out, "--cache-dir", tmp_path / "cache") == 0
+    from cifar10cnn.runs import load_run_model
+
+    _, meta, _ = load_run_model(out)
+    assert meta["image_size"] == 48
+    assert json.loads((out / "config.json").read_text())["config"]["image_size"] == 48
+    capsys.readouterr()
+    assert cli("predict", out, digits_dir / "4", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and all(r["top_k"][0]["class"] in DIGITS for r in rows)
+
+    from fastapi.testclient import TestClient
+
+    from cifar10cnn.serving.app import create_app
+
+    with TestClient(create_app(out, backend="torch"), base_url="http://localhost") as c:
+        card = c.get("/v1/model").json()
+        assert card["input"]["height"] == card["input"]["width"] == 48
+        png = (digits_dir / "4" / sorted(os.listdir(digits_dir / "4"))[0]).read_bytes()
+        assert c.post("/v1/predict", content=png, headers={"Content-Type": "image/png"}).status_code == 200
+    assert cli("export", out, "--cache-dir", tmp_path / "cache", "--check-images", "16") == 0
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(str(out / "model.onnx")).get_inputs()[0].shape
+    assert shape[1:] == [3, 48, 48]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "seed", "--image-size", "64"], "cannot take 64×64 images"),
+    (["--dataset", "cifar10", "--image-size", "64"], "CIFAR images are 32×32"),
+    (["--image-size", "4"], "from 8 to 512"),
+])
+def test_image_size_refusals(flags, message, digits_dir, tmp_path, capsys):
+    args = ["train", "--dataset", f"folder:{digits_dir}", "--epochs", "1", *flags, "--out", tmp_path / "run",
+            "--cache-dir", tmp_path / "cache"]
+    assert cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -35,6 +35,9 @@ def _dataset_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data set (docs/datasets.md)")
     g.add_argument("--dataset", help="cifar10 (default) | cifar100 | cifar100:coarse | folder:PATH (one subfolder "
                                      "per class, or train/ val/ test/ folders of them)")
+    g.add_argument("--image-size", type=int, metavar="PIXELS",
+                   help="decode a folder's images to PIXELS×PIXELS (default 32; more for models with global pooling, "
+                        "e.g. the transfer models); CIFAR's are 32")
     g.add_argument("--data-memory", type=float, metavar="GIB",
                    help="memory a folder's decoded images may take (default: half of this machine's RAM)")
     g.add_argument("--max-unreadable", type=float, default=0.01, metavar="FRACTION",
@@ -49,6 +52,11 @@ def _folder_limits(args):
     if not 0 <= args.max_unreadable <= 1:
         raise UserError(f"--max-unreadable must be a fraction between 0 and 1, got {args.max_unreadable}")
     return FolderLimits(args.data_memory, args.max_unreadable)
+
+
+def _only_32(args, command: str) -> None:
+    if args.image_size not in (None, 32):
+        raise UserError(f"{command} trains on 32×32 images; --image-size is for train, bench and data")
 
 
 def _dataset(args) -> str | None:
@@ -328,7 +336,7 @@ def _folder_summary(root: Path, args) -> None:
     from .data.folder import TEST_FRACTION, TEST_SEED, check_usable, inspect_folder
 
     limits = _folder_limits(args)
-    scan, _, about = inspect_folder(root, args.cache_dir, limits)
+    scan, _, about = inspect_folder(root, args.cache_dir, limits, args.image_size or 32)
     if args.json:
         print(json.dumps({"classes": scan.classes, **about}))
     else:
@@ -379,7 +387,7 @@ def _overrides(args, names: list[str]) -> dict:
 
 
 TRAIN_FIELDS = ["model", "epochs", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads",
-                "patience", "subset", "val_size", "split_seed", "tensorboard"]
+                "patience", "subset", "val_size", "split_seed", "tensorboard", "image_size"]
 
 
 def _check_resume_flags(out: Path, overrides: dict) -> None:
@@ -482,7 +490,7 @@ def cmd_evaluate(args) -> None:
     except UserError:
         previous = {}  # a damaged metrics.json is replaced
     model, meta, rt = load_run_model(run_dir, rt)
-    data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir)
+    data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir, image_size=cfg.image_size)
     m = evaluate_model(model, meta, data, rt, args.tta, args.tta_translate)
     if "test_accuracy" not in previous and args.tta:  # a metrics.json always has the single-view figures
         previous.update(evaluate_model(model, meta, data, rt))
@@ -588,7 +596,8 @@ def cmd_export(args) -> None:
     if args.check_images <= 0:
         raise UserError(f"--check-images must be positive, got {args.check_images}")
     path = export_onnx(args.run_dir, args.out, args.opset)
-    data = load_dataset(load_run_config(args.run_dir)[0].dataset, args.data_dir, args.cache_dir)
+    run_cfg = load_run_config(args.run_dir)[0]
+    data = load_dataset(run_cfg.dataset, args.data_dir, args.cache_dir, image_size=run_cfg.image_size)
     check = verify_onnx(path, args.run_dir, data.test_x[: args.check_images])
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input uint8 N×3×32×32 (RGB 0–255), "
                   f"output probabilities N×{len(data.classes)}, dynamic batch")
@@ -678,10 +687,10 @@ def cmd_bench(args) -> None:
     if args.train_images <= 0 or args.eval_images <= 0:
         raise UserError(f"--train-images and --eval-images must be positive, got {args.train_images}, "
                         f"{args.eval_images}")
-    fields = ["model", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads"]
+    fields = ["model", "batch_size", "lr", "seed", "device", "precision", "channels_last", "threads", "image_size"]
     cfg = RunConfig.resolve(args.recipe or "seed", {**_overrides(args, fields), "dataset": _dataset(args),
                                                     **parse_settings(args.set)})
-    data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir, _folder_limits(args))
+    data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir, _folder_limits(args), cfg.image_size)
     r = bench(data, cfg, train_images=args.train_images, eval_images=args.eval_images,
               warmup_images=min(1_000, args.train_images))
     if args.json:
@@ -704,6 +713,7 @@ def cmd_ablate(args) -> None:
         for name, v in VARIANTS.items():
             console.print(f"{name:22s} {v['about']}  (seed model options {v['options'] or 'none'})")
         return
+    _only_32(args, "ablate")
     defaults = AblationSettings()
     settings = AblationSettings(variants=args.variants or defaults.variants, seeds=args.seeds,
                                 lrs=args.lrs or defaults.lrs, lr_variants=args.lr_variants or defaults.lr_variants,
@@ -718,6 +728,7 @@ def cmd_ablate(args) -> None:
 def cmd_tune(args) -> None:
     from .experiments.tune import TuneSettings, run_tuning, summary_markdown
 
+    _only_32(args, "tune")
     study = args.study or f"{args.model}-tune"
     out = args.out or Path("runs/tune") / study
     settings = TuneSettings(model=args.model, recipe=args.recipe, epochs=args.epochs, subset=args.subset,

@@ -23,6 +23,7 @@ from .recipes import get_recipe
 class RunConfig:
     recipe: str = "seed"
     dataset: str = "cifar10"  # cifar10 | cifar100 | cifar100:coarse | folder:PATH (data/dataset.py)
+    image_size: int = 32  # pixels per side the images are decoded to (a folder's; CIFAR's are 32)
     model: str = "seed"
     model_options: dict = field(default_factory=dict)
     optimizer: str = "adam"
@@ -133,6 +134,11 @@ class RunConfig:
             raise UserError("linear_probe trains on features computed once, so it cannot use per-epoch "
                             "augmentation (crop_padding, flip, cutout) or ema_decay; turn those off")
         self.dataset = canonical_name(self.dataset)
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not 8 <= self.image_size <= 512:
+            raise UserError(f"--image-size must be an integer from 8 to 512 pixels, got {self.image_size!r}")
+        if self.image_size != 32 and not self.dataset.startswith("folder:"):
+            raise UserError(f"--image-size {self.image_size}: CIFAR images are 32×32; --image-size is for folder "
+                            f"data sets")
         if self.final:
             self.val_size, self.patience = 0, 0  # no validation split: fixed settings, last epoch kept
         elif self.val_size is not None and (not isinstance(self.val_size, int) or isinstance(self.val_size, bool)

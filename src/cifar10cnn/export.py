@@ -49,7 +49,7 @@ def export_model(model: nn.Module, out: Path, meta: dict, opset: int = 18, weigh
     import onnx
 
     wrapped = WithSoftmax(model).eval()
-    size = model.net.input_size  # declared by the network (models/contract.py)
+    size = int(meta.get("image_size", model.net.input_size))  # the run's images (--image-size), else the declared
     example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings():

@@ -15,7 +15,7 @@ import torch
 
 from .data.images import ImageError, decode_image
 from .inference import predict_logits
-from .runs import load_run_model
+from .runs import image_size, load_run_model
 
 
 @dataclass
@@ -29,7 +29,7 @@ def predict_files(run_dir: Path, items: list[tuple[Path, str | None]], top_k: in
                   batch_size: int = 500, on_image=None) -> Iterator[Prediction]:
     """Yield one Prediction per item of `expand_paths(...)`, in order; unreadable ones carry `error`."""
     model, meta, runtime = load_run_model(run_dir)
-    classes = meta["classes"]
+    classes, size = meta["classes"], image_size(meta)
     k = min(top_k, len(classes))
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
@@ -38,7 +38,7 @@ def predict_files(run_dir: Path, items: list[tuple[Path, str | None]], top_k: in
         for i, (path, reason) in enumerate(chunk):
             if reason is None:
                 try:
-                    good.append((i, decode_image(path)))
+                    good.append((i, decode_image(path, size=size)))
                     results.append(None)
                     continue
                 except ImageError as e:

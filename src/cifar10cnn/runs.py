@@ -188,6 +188,11 @@ def write_metrics(run_dir: Path, metrics: dict) -> dict:
     return metrics
 
 
+def image_size(meta: dict) -> int:
+    """The side of the images a run's model was trained on (weights metadata; 32 unless --image-size)."""
+    return int(meta.get("image_size", 32))
+
+
 def load_run_model(run_dir: Path, runtime: Runtime | None = None):
     """(classifier with the run's best weights, weights metadata, runtime) for evaluation/prediction."""
     run_dir = Path(run_dir)

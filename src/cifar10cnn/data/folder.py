@@ -9,12 +9,12 @@ Two layouts (hidden files and folders, names starting with ".", are ignored):
 
 Images may be of any size, format and mode that `predict` reads (data/images.py: PNG, JPEG, BMP, WebP; EXIF
 orientation, grey, palette, RGBA, 16-bit) and sit in sub-subfolders; symlinks are followed (a loop is an
-error). Each is decoded to 32×32 RGB uint8 the way `predict` and `serve` decode a file: the model sees the
-same pixels at training and at prediction time.
+error). Each is decoded to 32×32 RGB uint8 (S×S with --image-size S) the way `predict` and `serve` decode a
+file: the model sees the same pixels at training and at prediction time.
 
 Decoding runs on every core with a progress bar; the result is cached per file in
-`<cache>/folders/<key>/` (key: the folder's absolute path) with each file's size and mtime, so an unchanged
-tree loads in about a second and a changed or added file is the only one decoded again. Memory is
+`<cache>/folders/<key>/` (key: the folder's absolute path and the image size) with each file's size and
+mtime, so an unchanged tree loads in seconds and a changed or added file is the only one decoded again. Memory is
 estimated from the file count before anything is decoded.
 
 Files that cannot be decoded are skipped and listed (`cifar10cnn data --dataset folder:PATH`); past
@@ -203,17 +203,17 @@ class Decoded:
     seconds: float
 
 
-def _cache_dir(root: Path, cache_dir) -> Path:
+def _cache_dir(root: Path, cache_dir, size: int) -> Path:
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    key = hashlib.sha1(f"v{CACHE_VERSION}:{SIZE}:{root.resolve()}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"v{CACHE_VERSION}:{size}:{root.resolve()}".encode()).hexdigest()[:16]
     return cache / "folders" / key
 
 
-def _read_cache(folder: Path) -> tuple[dict, np.ndarray | None]:
+def _read_cache(folder: Path, size: int) -> tuple[dict, np.ndarray | None]:
     try:
         index = json.loads((folder / "index.json").read_text())
         images = np.load(folder / "images.npy", allow_pickle=False)
-        if index.get("version") == CACHE_VERSION and images.shape[1:] == (SIZE, SIZE, 3) and \
+        if index.get("version") == CACHE_VERSION and images.shape[1:] == (size, size, 3) and \
                 images.dtype == np.uint8:
             return {tuple(r[:3]): r for r in index["files"]}, images
     except (OSError, ValueError, KeyError, TypeError):
@@ -221,38 +221,40 @@ def _read_cache(folder: Path) -> tuple[dict, np.ndarray | None]:
     return {}, None
 
 
-def _decode_one(path: Path, size: int, budget: MemoryBudget) -> tuple[np.ndarray | None, str, tuple[int, int], str]:
-    """(32×32×3 image or None, sha1 of the bytes, stored size, error or "")."""
-    if size > MAX_FILE_BYTES:
-        return None, "", (0, 0), f"file too large ({size / 2**20:,.0f} MB; limit {MAX_FILE_BYTES / 2**20:,.0f} MB)"
+def _decode_one(path: Path, n_bytes: int, budget: MemoryBudget, size: int
+                ) -> tuple[np.ndarray | None, str, tuple[int, int], str]:
+    """(size×size×3 image or None, sha1 of the bytes, stored size, error or "")."""
+    if n_bytes > MAX_FILE_BYTES:
+        return None, "", (0, 0), (f"file too large ({n_bytes / 2**20:,.0f} MB; limit "
+                                  f"{MAX_FILE_BYTES / 2**20:,.0f} MB)")
     try:
         blob = path.read_bytes()
     except OSError as e:
         return None, "", (0, 0), f"cannot read: {e.strerror or e}"
     digest = hashlib.sha1(blob).hexdigest()
     try:
-        array, wh = decode_with_size(blob, budget=budget)
+        array, wh = decode_with_size(blob, budget=budget, size=size)
         return array, digest, wh, ""
     except ImageError as e:
         return None, digest, (0, 0), str(e)
 
 
-def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None, threads: int | None = None
-                  ) -> Decoded:
+def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None, threads: int | None = None,
+                  size: int = SIZE) -> Decoded:
     """Every entry's 32×32 image: from the cache when its file is unchanged, else decoded (in parallel)."""
     import time
 
     limits = limits or FolderLimits()
     t0 = time.perf_counter()
     n = len(scan.entries)
-    need = n * SIZE * SIZE * 3 * 2  # the images, and one copy while the tensors are built
+    need = n * size * size * 3 * 2  # the images, and one copy while the tensors are built
     if need > limits.memory_bytes():
-        raise UserError(f"{scan.root}: {n:,} images need {need / 2**30:,.1f} GiB of memory at {SIZE}×{SIZE} (limit "
+        raise UserError(f"{scan.root}: {n:,} images need {need / 2**30:,.1f} GiB of memory at {size}×{size} (limit "
                         f"{limits.memory_bytes() / 2**30:,.1f} GiB); raise it with --data-memory GIB")
-    folder = _cache_dir(scan.root, cache_dir)
+    folder = _cache_dir(scan.root, cache_dir, size)
     with file_lock(folder.parent / f".{folder.name}.lock"):  # one process decodes; the next one reads the cache
-        known, cached = _read_cache(folder)
-        images = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+        known, cached = _read_cache(folder, size)
+        images = np.zeros((n, size, size, 3), np.uint8)
         ok = np.zeros(n, bool)
         errors: dict[str, str] = {}
         digests, sizes = [""] * n, [(0, 0)] * n
@@ -275,7 +277,7 @@ def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None
                     ThreadPoolExecutor(workers) as pool:
                 def work(i: int) -> None:
                     e = scan.entries[i]
-                    array, digest, wh, err = _decode_one(scan.root / e.rel, e.size, budget)
+                    array, digest, wh, err = _decode_one(scan.root / e.rel, e.size, budget, size)
                     digests[i], sizes[i] = digest, wh
                     if array is None:
                         errors[e.rel] = err
@@ -304,11 +306,12 @@ def _write_cache(folder: Path, scan: Scan, images: np.ndarray, ok: np.ndarray, e
 # --- the data set ----------------------------------------------------------------------------------
 
 
-def inspect_folder(root: Path, cache_dir=None, limits: FolderLimits | None = None) -> tuple[Scan, Decoded, dict]:
+def inspect_folder(root: Path, cache_dir=None, limits: FolderLimits | None = None, size: int = SIZE
+                   ) -> tuple[Scan, Decoded, dict]:
     """Scan and decode a folder; (scan, decoded, about): about holds the counts per split and class, the
     unreadable and skipped files, the duplicates across splits and the stored image sizes."""
     scan = scan_folder(root)
-    dec = decode_folder(scan, cache_dir, limits)
+    dec = decode_folder(scan, cache_dir, limits, size=size)
     splits = sorted({e.split for e in scan.entries}, key=["train", "val", "test"].index)
     counts = {s: [0] * len(scan.classes) for s in splits}
     for e, good in zip(scan.entries, dec.ok, strict=True):
@@ -363,9 +366,10 @@ def check_usable(scan: Scan, about: dict, limits: FolderLimits) -> None:
             raise UserError(f"{scan.root}: class {scan.classes[counts.index(0)]} has no readable training image")
 
 
-def load_folder(root: Path, cache_dir=None, limits: FolderLimits | None = None) -> ImageDataset:
+def load_folder(root: Path, cache_dir=None, limits: FolderLimits | None = None, size: int = SIZE) -> ImageDataset:
+    """The folder as a data set of size×size images (see the module docstring)."""
     limits = limits or FolderLimits()
-    scan, dec, about = inspect_folder(root, cache_dir, limits)
+    scan, dec, about = inspect_folder(root, cache_dir, limits, size)
     check_usable(scan, about, limits)
     labels = np.array([e.label for e in scan.entries], np.int64)
     split = np.array([e.split for e in scan.entries])

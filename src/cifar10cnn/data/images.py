@@ -1,4 +1,5 @@
-"""Users' image files → 32×32 RGB uint8, the way `predict` and `serve` read them.
+"""Users' image files → 32×32 RGB uint8 (or S×S: a run trained with --image-size S), the way `predict` and
+`serve` read them.
 
 Resizing, said once: the central square of the image (its shorter side) is scaled to 32×32 with an
 antialiasing filter (the shape of CIFAR images: an object in the middle of a square), then the
@@ -33,7 +34,7 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "MPO")
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
 MAX_DECODE_BYTES = 128 * 2**20  # one image's decoded size at most, after shrink-on-load
-DRAFT_SIDE = 8 * SIZE  # a JPEG whose shorter side exceeds 2× this is decoded shrunk, to at least this
+DRAFT_FACTOR = 8  # a JPEG whose shorter side exceeds 2× (this × the output side) is decoded shrunk, to at least it
 ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                8: Image.Transpose.ROTATE_90}  # EXIF orientation tag 0x0112 → the transposition that undoes it
@@ -79,11 +80,12 @@ def decoded_bytes(mode: str, width: int, height: int) -> int:
     return width * height * per_pixel + extra
 
 
-def _shrink_on_load(img: Image.Image) -> None:
+def _shrink_on_load(img: Image.Image, size: int) -> None:
     """Ask the decoder for less: JPEGs at a reduced scale, 16-bit gray PNGs as 8 bits (the high byte)."""
     w, h = img.size
-    if img.format in ("JPEG", "MPO") and min(w, h) > 2 * DRAFT_SIDE:
-        scale = DRAFT_SIDE / min(w, h)
+    draft_side = DRAFT_FACTOR * size
+    if img.format in ("JPEG", "MPO") and min(w, h) > 2 * draft_side:
+        scale = draft_side / min(w, h)
         img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))  # the result is at least this size
     elif (img.format == "PNG" and img.mode == "I;16" and len(img.tile) == 1
           and getattr(img.tile[0], "args", None) == "I;16B"):
@@ -107,16 +109,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def fit_32(img: Image.Image) -> Image.Image:
-    """The central square (the shorter side), scaled to 32×32 (antialiased). Output only 32×32 is allocated."""
+def fit_32(img: Image.Image, size: int = SIZE) -> Image.Image:
+    """The central square (the shorter side), scaled to 32×32 (or size×size; antialiased). Only the output is
+    allocated."""
     w, h = img.size
-    if (w, h) == (SIZE, SIZE):
+    if (w, h) == (size, size):
         return img
     if img.mode in CONVERT_FIRST:
         img = img.convert(CONVERT_FIRST[img.mode] if img.mode != "P" or "transparency" in img.info else "RGB")
     s = min(w, h)
     box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
-    return img.resize((SIZE, SIZE), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    return img.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
 def _open(source: bytes | str | Path) -> Image.Image:
@@ -138,23 +141,24 @@ def _open(source: bytes | str | Path) -> Image.Image:
 
 
 def decode_image(source: bytes | str | Path, max_pixels: int = MAX_PIXELS,
-                 max_decode_bytes: int = MAX_DECODE_BYTES, budget: MemoryBudget | None = None) -> np.ndarray:
-    """Decode one image (bytes or a path) → 32×32×3 uint8 array, or raise ImageError.
+                 max_decode_bytes: int = MAX_DECODE_BYTES, budget: MemoryBudget | None = None,
+                 size: int = SIZE) -> np.ndarray:
+    """Decode one image (bytes or a path) → 32×32×3 (size×size×3) uint8 array, or raise ImageError.
 
     With a `budget`, the decoded size is held from it while the image is decoded."""
-    return decode_with_size(source, max_pixels, max_decode_bytes, budget)[0]
+    return decode_with_size(source, max_pixels, max_decode_bytes, budget, size)[0]
 
 
 def decode_with_size(source: bytes | str | Path, max_pixels: int = MAX_PIXELS,
-                     max_decode_bytes: int = MAX_DECODE_BYTES, budget: MemoryBudget | None = None
-                     ) -> tuple[np.ndarray, tuple[int, int]]:
+                     max_decode_bytes: int = MAX_DECODE_BYTES, budget: MemoryBudget | None = None,
+                     size: int = SIZE) -> tuple[np.ndarray, tuple[int, int]]:
     """`decode_image`, and the image's (width, height) as stored in the file."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with _open(source) as img:
-                size = img.size
-                return _decode(img, max_pixels, max_decode_bytes, budget), size
+                stored = img.size
+                return _decode(img, max_pixels, max_decode_bytes, budget, size), stored
         except ImageError:
             raise
         except UnidentifiedImageError:
@@ -167,13 +171,14 @@ def decode_with_size(source: bytes | str | Path, max_pixels: int = MAX_PIXELS,
             raise ImageError(f"damaged image: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def _decode(img: Image.Image, max_pixels: int, max_decode_bytes: int, budget: MemoryBudget | None) -> np.ndarray:
+def _decode(img: Image.Image, max_pixels: int, max_decode_bytes: int, budget: MemoryBudget | None,
+            size: int = SIZE) -> np.ndarray:
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"image too large ({w}×{h} = {w * h:,} pixels, limit {max_pixels:,})", "too_large")
     if img.format not in FORMATS:
         raise ImageError(f"unsupported image format {img.format}; use PNG, JPEG, BMP or WebP", "unsupported")
-    _shrink_on_load(img)
+    _shrink_on_load(img, size)
     need = decoded_bytes(img.mode, *img.size)
     if need > max_decode_bytes:
         raise ImageError(f"image too large to decode: {img.mode} {img.size[0]}×{img.size[1]} needs "
@@ -181,7 +186,7 @@ def _decode(img: Image.Image, max_pixels: int, max_decode_bytes: int, budget: Me
     with budget.hold(need) if budget is not None else nullcontext():
         img.load()
         orientation = img.getexif().get(0x0112)
-        out = fit_32(img)
+        out = fit_32(img, size)
         if orientation in ORIENTATION:
             out = out.transpose(ORIENTATION[orientation])
         array = np.array(_to_rgb(out), dtype=np.uint8)

@@ -161,7 +161,8 @@ def plot_gradcam(images: np.ndarray, cams: np.ndarray, captions: list[str]) -> b
 
 def _tile(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(img).resize((32 * ZOOM, 32 * ZOOM), Image.Resampling.NEAREST).save(buf, format="PNG")
+    side = max(32 * ZOOM, img.shape[0])  # 32×32 tiles shown 3× (nearest neighbour); larger images as they are
+    Image.fromarray(img).resize((side, side), Image.Resampling.NEAREST).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -325,7 +326,7 @@ def build_report(run_dir: Path, out: Path | None = None, data: ImageDataset | No
     metrics = read_metrics(run_dir)
     history = _read_history(run_dir)
     model, _, runtime = load_run_model(run_dir)
-    data = data or load_dataset(cfg.dataset, data_dir, cache_dir)
+    data = data or load_dataset(cfg.dataset, data_dir, cache_dir, image_size=cfg.image_size)
     tp = test_pass(model, data, runtime)
     cal = calibration(tp.probs, tp.labels)
     sample = tp.wrong[torch.randperm(len(tp.wrong), generator=torch.Generator().manual_seed(0))[:cam_count]]

@@ -41,11 +41,11 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from ..data.images import MAX_DECODE_BYTES, MAX_PIXELS, ImageError, MemoryBudget, decode_image
+from ..data.images import MAX_DECODE_BYTES, MAX_PIXELS, SIZE, ImageError, MemoryBudget, decode_image
 from ..errors import UserError
 from ..evaluation.explain import grad_cam, overlay_png
 from ..inference import predict_logits
-from ..runs import load_run_model, read_metrics
+from ..runs import image_size, load_run_model, read_metrics
 from .batcher import DynamicBatcher, QueueFull
 from .guard import Access, Guard, error_response
 
@@ -166,22 +166,23 @@ async def uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
     return out
 
 
-def decode_small(files: list[tuple[str, bytes]], limits: Limits) -> np.ndarray | None:
+def decode_small(files: list[tuple[str, bytes]], limits: Limits, size: int = SIZE) -> np.ndarray | None:
     """Decode uploads in place when they are tiny — at most `inline_bytes` in all and `inline_pixels` each by
     their headers (bounded work, well under a millisecond) — else None: they go to the decode threads."""
     if sum(len(blob) for _, blob in files) > limits.inline_bytes:
         return None
     try:
-        return np.stack([decode_image(blob, limits.inline_pixels) for _, blob in files])
+        return np.stack([decode_image(blob, limits.inline_pixels, size=size) for _, blob in files])
     except ImageError:
         return None  # too large for here, or bad: the decode threads decide, with the usual limits and errors
 
 
-def decode_all(files: list[tuple[str, bytes]], limits: Limits, budget: MemoryBudget | None = None) -> np.ndarray:
+def decode_all(files: list[tuple[str, bytes]], limits: Limits, budget: MemoryBudget | None = None,
+               size: int = SIZE) -> np.ndarray:
     arrays = []
     for name, blob in files:
         try:
-            arrays.append(decode_image(blob, limits.max_pixels, limits.max_decode_bytes, budget))
+            arrays.append(decode_image(blob, limits.max_pixels, limits.max_decode_bytes, budget, size))
         except ImageError as e:
             raise ApiError(STATUS_FOR_IMAGE_ERROR.get(e.kind, 422), f"{name}: {e}") from None
     return np.stack(arrays)
@@ -208,8 +209,8 @@ def model_card(run_dir: Path, model, meta: dict, backend_desc: str, max_batch: i
         "name": meta.get("model"), "run": run_dir.name, "classes": meta["classes"],
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "test_accuracy": metrics.get("test_accuracy"), "test_accuracy_views": 1,
-        "input": {"height": 32, "width": 32, "channels": 3, "dtype": "uint8",
-                  "resize": "shorter side to 32, centre crop 32×32"},
+        "input": {"height": image_size(meta), "width": image_size(meta), "channels": 3, "dtype": "uint8",
+                  "resize": f"centre square (the shorter side), scaled to {image_size(meta)}×{image_size(meta)}"},
         "precision": backend_desc.split()[-1], "backend": backend_desc, "max_batch": max_batch,
         "max_delay_ms": max_delay_ms, "limits": asdict(limits),
     }
@@ -243,6 +244,7 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
     limits, access = limits or Limits(), access or Access()
     infer, model, meta, rt, backend_desc = make_infer(run_dir, backend)
     classes: list[str] = meta["classes"]
+    size = image_size(meta)  # the side of the images the run was trained on (predict decodes to the same)
     batcher = DynamicBatcher(infer, max_batch, max_delay_ms, limits.max_queue_images)
     card = model_card(run_dir, model, meta, backend_desc, max_batch, max_delay_ms, limits)
     card["access"] = access.describe()
@@ -280,9 +282,9 @@ def create_app(run_dir: Path, max_batch: int = 64, max_delay_ms: float = 5.0, li
             raise ApiError(422, f"top_k must be between 1 and {len(classes)}, got {top_k}")
         t0 = time.perf_counter()
         files = await uploads(request, limits)
-        images = decode_small(files, limits)  # e.g. 32×32 PNGs: cheaper in place than the hop to a thread
+        images = decode_small(files, limits, size)  # e.g. 32×32 PNGs: cheaper in place than the hop to a thread
         if images is None:
-            images = await asyncio.get_running_loop().run_in_executor(decoder, decode_all, files, limits, budget)
+            images = await asyncio.get_running_loop().run_in_executor(decoder, decode_all, files, limits, budget, size)
         names = [name for name, _ in files]
         del files  # only the 32×32 arrays from here on
         try:

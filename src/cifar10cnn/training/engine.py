@@ -84,7 +84,8 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
                 console.print(f"{out} is already finished; nothing to resume", markup=False)
                 return out, group.on_main(lambda: read_metrics(out))
             return train_in(cfg, out, mode, has_checkpoint, group, clock, data or group.main_first(
-                lambda: load_dataset(cfg.dataset, data_dir, cache_dir, data_limits)), cache_dir, hooks, test)
+                lambda: load_dataset(cfg.dataset, data_dir, cache_dir, data_limits, cfg.image_size)), cache_dir, hooks,
+                test)
     except (DistError, RuntimeError) as e:
         if not group_failure(group, e):
             raise

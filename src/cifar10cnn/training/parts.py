@@ -83,6 +83,8 @@ def build_model(cfg: RunConfig, data: ImageDataset, split: Split, runtime: Runti
     mean, std = channel_stats(data.train_x[split.train_idx])
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model, mean, std, len(data.classes), **cfg.model_options)
+    if cfg.image_size != model.net.input_size:
+        check_takes(model, cfg)
     if cfg.init_from:  # e.g. fine-tuning that starts from a linear probe's head (LP-FT)
         init_path = Path(cfg.init_from) / "model.safetensors"
         load_into(model, read_weights(init_path)[0], init_path)
@@ -94,8 +96,22 @@ def build_model(cfg: RunConfig, data: ImageDataset, split: Split, runtime: Runti
         raise UserError(f"whiten_bias_epochs is for models with a whitening stem (fast); {cfg.model} has none")
     model = runtime.place(model)
     mean, std = input_normalization(model.net, mean, std)  # a pretrained network brings its own scaling
-    meta = {"model": cfg.model, "model_options": cfg.model_options, "classes": data.classes, "mean": mean, "std": std}
+    meta = {"model": cfg.model, "model_options": cfg.model_options, "classes": data.classes, "mean": mean, "std": std,
+            **({"image_size": cfg.image_size} if cfg.image_size != model.net.input_size else {})}
     return model, meta
+
+
+def check_takes(model: Classifier, cfg: RunConfig) -> None:
+    """Refuse, in one line, a network that cannot take image_size×image_size images (e.g. a fixed-size head)."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8))
+    except RuntimeError as e:
+        raise UserError(f"model {cfg.model} cannot take {cfg.image_size}×{cfg.image_size} images (it is built for "
+                        f"{model.net.input_size}×{model.net.input_size}: {str(e).splitlines()[0][:120]}); choose "
+                        f"another --image-size or a model with global pooling (`cifar10cnn models`)") from None
+    finally:
+        model.train()
 
 
 def make_optimizer(cfg: RunConfig, fit: nn.Module, runtime: Runtime, roles: dict[int, set[str]] | None = None
