@@ -100,8 +100,9 @@ def _listdir(folder: Path) -> list[os.DirEntry]:
         raise UserError(f"cannot read folder {folder}: {e.strerror or e}") from None
 
 
-def _walk(folder: Path, above: frozenset = frozenset()) -> Iterator[tuple[Path, os.stat_result | str]]:
-    """Every file under `folder` (symlinks followed) with its stat, or a reason it cannot be read."""
+def _walk(folder: Path, above: frozenset = frozenset()) -> Iterator[tuple[str, os.stat_result | str]]:
+    """Every file under `folder` (its path as a string; symlinks followed) with its stat, or a reason it cannot
+    be read."""
     try:
         st = folder.stat()
     except OSError as e:
@@ -111,10 +112,10 @@ def _walk(folder: Path, above: frozenset = frozenset()) -> Iterator[tuple[Path, 
     if here in above:
         raise UserError(f"symlink loop: {folder} leads back to a folder above it")
     for e in _listdir(folder):
-        path = Path(e.path)
+        path = e.path
         try:
             if e.is_dir():
-                yield from _walk(path, above | {here})
+                yield from _walk(Path(path), above | {here})
             elif e.is_file():
                 yield path, e.stat()
             else:
@@ -137,7 +138,7 @@ def _class_folders(folder: Path, where: str) -> list[str]:
 
 def scan_folder(root: Path) -> Scan:
     """The files and classes of a folder data set; every structural problem is one UserError."""
-    root = Path(root).expanduser()
+    root = Path(os.path.abspath(Path(root).expanduser()))  # absolute (symlinks kept): relative paths are cut from it
     if not root.exists() and not root.is_symlink():
         raise UserError(f"folder data set not found: {root}")
     if not root.is_dir():
@@ -174,13 +175,14 @@ def scan_folder(root: Path) -> Scan:
     for s, d in splits.items():
         base = root / d if d else root
         for label, c in enumerate(classes):
-            found = 0
+            found, start = 0, len(str(root)) + 1
             for path, st in _walk(base / c):
-                rel = path.relative_to(root).as_posix()
+                rel = path[start:].replace(os.sep, "/")  # paths below root, as strings: fast on 100,000 files
+                suffix = os.path.splitext(path)[1]
                 if isinstance(st, str):
                     scan.skipped.append((rel, st))
-                elif path.suffix.lower() not in EXTENSIONS:
-                    scan.skipped.append((rel, f"not an image file ({path.suffix or 'no extension'})"))
+                elif suffix.lower() not in EXTENSIONS:
+                    scan.skipped.append((rel, f"not an image file ({suffix or 'no extension'})"))
                 else:
                     scan.entries.append(Entry(rel, s, label, st.st_size, st.st_mtime_ns))
                     found += 1
@@ -241,13 +243,13 @@ def _decode_one(path: Path, n_bytes: int, budget: MemoryBudget, size: int
 
 def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None, threads: int | None = None,
                   size: int = SIZE) -> Decoded:
-    """Every entry's 32×32 image: from the cache when its file is unchanged, else decoded (in parallel)."""
+    """Every entry's size×size image: from the cache when its file is unchanged, else decoded (in parallel)."""
     import time
 
     limits = limits or FolderLimits()
     t0 = time.perf_counter()
     n = len(scan.entries)
-    need = n * size * size * 3 * 2  # the images, and one copy while the tensors are built
+    need = n * size * size * 3 * 3  # the images, the cache read back, the training tensors built from them
     if need > limits.memory_bytes():
         raise UserError(f"{scan.root}: {n:,} images need {need / 2**30:,.1f} GiB of memory at {size}×{size} (limit "
                         f"{limits.memory_bytes() / 2**30:,.1f} GiB); raise it with --data-memory GIB")
@@ -258,7 +260,7 @@ def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None
         ok = np.zeros(n, bool)
         errors: dict[str, str] = {}
         digests, sizes = [""] * n, [(0, 0)] * n
-        todo = []
+        todo, hits, rows = [], [], []
         for i, e in enumerate(scan.entries):
             hit = known.get((e.rel, e.size, e.mtime_ns))
             if hit is None or cached is None or (hit[3] >= 0 and hit[3] >= len(cached)):
@@ -267,9 +269,13 @@ def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None
             _, _, _, row, digests[i], w, h, err = hit
             sizes[i] = (w, h)
             if row >= 0:
-                images[i], ok[i] = cached[row], True
+                hits.append(i)
+                rows.append(row)
             else:
                 errors[e.rel] = err
+        if hits:  # one copy for all the unchanged files
+            images[hits], ok[hits] = cached[rows], True
+        del cached
         if todo:
             budget, lock = MemoryBudget(DECODE_BUDGET), threading.Lock()
             workers = threads or os.cpu_count() or 1
