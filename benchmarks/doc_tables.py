@@ -302,7 +302,8 @@ def folder_datasets() -> str:
                    f"(**{r['first_load_images_per_s']:,.0f} images/s** decoded), second load "
                    f"**{r['second_load_seconds']:.2f} s** (from the cache); decoded pixels and labels "
                    f"{'identical to' if r['same_pixels_and_labels_as_batches'] else 'DIFFERENT from'} the batches' "
-                   f"({r['machine_cpu']}; `{r['command']}`).\n")
+                   f"({r['machine_cpu']}, code {r['code']['commit'][:7]}"
+                   f"{'+uncommitted changes' if r['code']['dirty'] else ''}; `{r['command']}`).\n")
     arms = {src: sorted((r for _, r in kept_glob(f"folder/fast-{src}-seed*.json")), key=lambda r: r["seed"])
             for src in ("batches", "png")}
     rows = []

@@ -64,7 +64,7 @@ def row_hashes(x, y) -> list[str]:
 def png_load(root: Path) -> dict:
     from cifar10cnn.data.cifar import load_cifar10
     from cifar10cnn.data.folder import load_folder
-    from cifar10cnn.provenance import cpu_name
+    from cifar10cnn.provenance import code_version, cpu_name
 
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def png_load(root: Path) -> dict:
     return {"images": images, "first_load_seconds": round(first_s, 2),
             "first_load_images_per_s": round(images / first_s, 1), "second_load_seconds": round(second_s, 2),
             "same_pixels_and_labels_as_batches": same, "same_on_second_load": bool(
-                (again.train_x == first.train_x).all()), "machine_cpu": cpu_name(),
+                (again.train_x == first.train_x).all()), "machine_cpu": cpu_name(), "code": code_version(),
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 

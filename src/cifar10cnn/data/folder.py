@@ -178,7 +178,8 @@ def scan_folder(root: Path) -> Scan:
             found, start = 0, len(str(root)) + 1
             for path, st in _walk(base / c):
                 rel = path[start:].replace(os.sep, "/")  # paths below root, as strings: fast on 100,000 files
-                suffix = os.path.splitext(path)[1]
+                dot = path.rfind(".")
+                suffix = path[dot:] if dot > path.rfind(os.sep) + 1 else ""
                 if isinstance(st, str):
                     scan.skipped.append((rel, st))
                 elif suffix.lower() not in EXTENSIONS:
@@ -256,7 +257,6 @@ def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None
     folder = _cache_dir(scan.root, cache_dir, size)
     with file_lock(folder.parent / f".{folder.name}.lock"):  # one process decodes; the next one reads the cache
         known, cached = _read_cache(folder, size)
-        images = np.zeros((n, size, size, 3), np.uint8)
         ok = np.zeros(n, bool)
         errors: dict[str, str] = {}
         digests, sizes = [""] * n, [(0, 0)] * n
@@ -273,8 +273,13 @@ def decode_folder(scan: Scan, cache_dir=None, limits: FolderLimits | None = None
                 rows.append(row)
             else:
                 errors[e.rel] = err
-        if hits:  # one copy for all the unchanged files
-            images[hits], ok[hits] = cached[rows], True
+        ok[hits] = True
+        if not todo and cached is not None and rows == list(range(len(cached))):
+            images = cached  # the tree is unchanged: the cache is the array, no copy
+        else:
+            images = np.zeros((n, size, size, 3), np.uint8)
+            if hits:  # one copy for all the unchanged files
+                images[hits] = cached[rows]
         del cached
         if todo:
             budget, lock = MemoryBudget(DECODE_BUDGET), threading.Lock()
