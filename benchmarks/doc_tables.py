@@ -303,7 +303,7 @@ def folder_datasets() -> str:
                    f"**{r['second_load_seconds']:.2f} s** (from the cache); decoded pixels and labels "
                    f"{'identical to' if r['same_pixels_and_labels_as_batches'] else 'DIFFERENT from'} the batches' "
                    f"({r['machine_cpu']}, code {r['code']['commit'][:7]}"
-                   f"{'+uncommitted changes' if r['code']['dirty'] else ''}; `{r['command']}`).\n")
+                   f"{'+uncommitted changes' if r['code']['dirty'] else ''}; `{r['command']}`).\n\n")
     arms = {src: sorted((r for _, r in kept_glob(f"folder/fast-{src}-seed*.json")), key=lambda r: r["seed"])
             for src in ("batches", "png")}
     rows = []
@@ -335,7 +335,7 @@ def folder_datasets() -> str:
         r = kept("folder/fast-png-budget5.json")
         b = r["budget"]
         out.append(f"\n`train --dataset folder:… --recipe fast --time-budget 5` on the PNG tree: {b['planned_epochs']} "
-                   f"epochs planned, {b['epochs_run']} run, **{r['wall_seconds']:.0f} s** wall in all, test accuracy "
+                   f"epoch(s) planned, {b['epochs_run']} run, **{r['wall_seconds']:.0f} s** wall in all, test accuracy "
                    f"**{r['test_accuracy']:.2%}** single view"
                    + (f", {r['test_accuracy_tta']:.2%} with TTA" if r.get("test_accuracy_tta") is not None else "")
                    + ". Per class (single view):\n\n"
