@@ -101,6 +101,7 @@ class _FakeData:
     train_x = torch.zeros(600, 32, 32, 3, dtype=torch.uint8)
     train_y = torch.arange(600) % 10
     classes = [str(i) for i in range(10)]
+    val_idx = None  # no validation set of its own (ImageDataset.val_idx)
 
 
 def test_lookahead_starts_from_the_weights_then_pulls_them_back():
