@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from kept_runs import check_reusable, exit_code, save_result
+from kept_runs import exit_code, keep_cli_run
 
 RESULTS = Path("benchmarks/results/folder")
 CASE = {"subset": 10_000, "epochs": 3, "final": True, "tta": False, "tta_translate": 0}  # the shortened `fast --final`
@@ -85,26 +84,6 @@ def png_load(root: Path) -> dict:
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
 
-def train(name: str, args: list[str], requested: dict, results: Path, runs: Path, remeasure: bool, **about) -> None:
-    from cifar10cnn.fileio import read_json
-    from cifar10cnn.provenance import cpu_name
-    from cifar10cnn.runs import read_metrics
-
-    result, out = results / f"{name}.json", runs / name
-    if result.is_file() and not remeasure:
-        kept = read_json(result, "kept result")
-        check_reusable(str(result), kept.get("settings"), kept["provenance"]["machine_cpu"], requested)
-        print(f"{name}: kept ({kept['test_accuracy']:.2%})")
-        return
-    cmd = [sys.executable, "-m", "cifar10cnn", "train", *args, "--out", str(out), "--overwrite"]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    check_reusable(str(out), read_json(out / "config.json", "run config")["config"], cpu_name(), requested)
-    metrics = read_metrics(out)
-    save_result(result, metrics, out, requested, **about,
-                **{k: metrics[k] for k in ("test_balanced_accuracy",) if k in metrics})
-
-
 def main() -> int:
     from cifar10cnn.config import RunConfig
     from cifar10cnn.fileio import atomic_write_json
@@ -132,7 +111,7 @@ def main() -> int:
             flags = ["--recipe", "fast", "--final", "--seed", str(seed), *case, "--set", "tta=false",
                      "--set", "tta_translate=0", "--dataset", dataset]
             requested = RunConfig.resolve("fast", {**CASE, "seed": seed, "dataset": dataset}).to_dict()
-            train(f"fast-{source}-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure,
+            keep_cli_run(f"fast-{source}-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure,
                   source=source, seed=seed)
     if "digits" in args.steps:
         from PIL import Image
@@ -148,11 +127,11 @@ def main() -> int:
             flags = ["--dataset", f"folder:{digits}", "--seed", str(seed), "--epochs", str(EPOCHS_DIGITS)]
             requested = RunConfig.resolve("seed", {"seed": seed, "epochs": EPOCHS_DIGITS,
                                                    "dataset": f"folder:{digits}"}).to_dict()
-            train(f"digits-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure, seed=seed)
+            keep_cli_run(f"digits-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure, seed=seed)
     if "budget" in args.steps:
         flags = ["--dataset", f"folder:{png}", "--recipe", "fast", "--time-budget", "5"]
         requested = RunConfig.resolve("fast", {"time_budget": 5.0, "dataset": f"folder:{png}"}).to_dict()
-        train("fast-png-budget5", flags, requested, RESULTS, args.runs, args.remeasure)
+        keep_cli_run("fast-png-budget5", flags, requested, RESULTS, args.runs, args.remeasure)
     return 0
 
 

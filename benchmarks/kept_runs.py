@@ -21,8 +21,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-KEEP = ["test_accuracy", "test_accuracy_tta", "epochs", "best_epoch", "wall_seconds", "train_seconds",
-        "eval_seconds", "budget", "per_class_accuracy", "confusion_matrix"]
+KEEP = ["test_accuracy", "test_accuracy_tta", "test_balanced_accuracy", "best_val_accuracy", "epochs",
+        "best_epoch", "wall_seconds", "train_seconds", "eval_seconds", "budget", "per_class_accuracy",
+        "confusion_matrix"]
 
 
 def _run_provenance(run_dir: Path, metrics: dict) -> dict:
@@ -117,6 +118,29 @@ def kept_or_trained(result: Path, run_dir: Path, make_cfg, data, train_now: bool
         return None
     _, metrics = train(cfg, run_dir, data=data, overwrite=run_dir.exists())
     return save_result(result, metrics, run_dir, requested, **about)
+
+
+def keep_cli_run(name: str, args: list[str], requested: dict, results: Path, runs: Path, remeasure: bool,
+                 **about) -> dict:
+    """`cifar10cnn train ARGS` in a subprocess, as a user runs it, kept as RESULTS/NAME.json — or the kept file
+    when it was made with the requested settings on this CPU (else refused, or retrained if remeasure)."""
+    import subprocess
+
+    from cifar10cnn.fileio import read_json
+    from cifar10cnn.provenance import cpu_name
+    from cifar10cnn.runs import read_metrics
+
+    result, out = results / f"{name}.json", runs / name
+    if result.is_file() and not remeasure:
+        kept = read_json(result, "kept result")
+        check_reusable(str(result), kept.get("settings"), kept["provenance"]["machine_cpu"], requested)
+        print(f"{name}: kept ({kept['test_accuracy']:.2%})")
+        return kept
+    cmd = [sys.executable, "-m", "cifar10cnn", "train", *args, "--out", str(out), "--overwrite"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    check_reusable(str(out), read_json(out / "config.json", "run config")["config"], cpu_name(), requested)
+    return save_result(result, read_metrics(out), out, requested, **about)
 
 
 def exit_code(main: Callable[[], int]) -> int:

@@ -49,7 +49,9 @@ class RunConfig:
     compile: bool = False  # torch.compile the training step's model (the compile time is part of the run)
     tensorboard: bool = False  # live scalars in RUN/tensorboard (needs the tensorboard extra)
     # optimisation beyond the seed recipe (the defaults leave the seed recipe unchanged)
-    momentum: float = 0.9  # sgd only (Nesterov)
+    momentum: float = 0.9  # sgd (and muon's SGD part) only (Nesterov)
+    muon_lr: float = 0.24  # optimizer muon: the step size of the conv filters (the rest uses lr; training/muon.py)
+    muon_momentum: float = 0.6  # optimizer muon: the filters' Nesterov momentum
     decay_bn_bias: bool = True  # False: no weight decay on BatchNorm weights and biases (1-D parameters)
     schedule: str = "constant"  # constant | onecycle (linear up, linear down to lr_end_factor) | cosine
     warmup_epochs: float = 0.0  # linear warm-up from lr_start_factor × lr, in epochs
@@ -97,7 +99,7 @@ class RunConfig:
             raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise UserError(f"--patience must be an integer >= 0, got {self.patience!r}")
-        choices = {"optimizer": ("adam", "adamw", "sgd"), "monitor": ("val_loss", "val_accuracy"),
+        choices = {"optimizer": ("adam", "adamw", "sgd", "muon"), "monitor": ("val_loss", "val_accuracy"),
                    "precision": ("auto", "bf16", "fp16", "fp32")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -110,7 +112,8 @@ class RunConfig:
             if getattr(self, name) not in valid:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         ranges = {"label_smoothing": (0.0, 1.0), "ema_decay": (0.0, 1.0), "momentum": (0.0, 1.0),
-                  "warmup_fraction": (0.0, 1.0), "lr_start_factor": (0.0, 1.0), "lr_end_factor": (0.0, 1.0)}
+                  "muon_momentum": (0.0, 1.0), "warmup_fraction": (0.0, 1.0), "lr_start_factor": (0.0, 1.0),
+                  "lr_end_factor": (0.0, 1.0)}
         for name, (lo, hi) in ranges.items():
             if not lo <= getattr(self, name) < hi:
                 raise UserError(f"{name} must be in [{lo}, {hi}), got {getattr(self, name)}")
@@ -119,6 +122,8 @@ class RunConfig:
         bad = [name for name in non_negative if getattr(self, name) < 0]
         if bad:
             raise UserError(f"{', '.join(bad)} must be >= 0")
+        if not self.muon_lr > 0:
+            raise UserError(f"muon_lr must be > 0, got {self.muon_lr}")
         if not self.norm_lr_scale > 0 or self.lookahead_from_epoch < 1:
             raise UserError("norm_lr_scale must be > 0 and lookahead_from_epoch >= 1")
         if self.tta_translate and not self.tta:

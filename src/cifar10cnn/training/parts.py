@@ -28,6 +28,7 @@ from ..runtime import Runtime
 from ..weights import load_into, read_weights
 from .ema import Lookahead, ModelEMA
 from .features import features_for
+from .muon import MuonSGD
 
 
 @dataclass
@@ -122,24 +123,33 @@ def make_optimizer(cfg: RunConfig, fit: nn.Module, runtime: Runtime, roles: dict
     - everything but the "head" at `backbone_lr_scale` × the learning rate;
     - "norm" parameters at `norm_lr_scale` × the learning rate, their weight-decay coefficient divided by
       the same factor, so the decay per step (lr × coefficient with PyTorch's coupled decay) is unchanged;
-    - a "whiten_bias" trained for `whiten_bias_epochs` only (the group's "until_epoch").
+    - a "whiten_bias" trained for `whiten_bias_epochs` only (the group's "until_epoch");
+    - optimizer "muon": the convolution filters (4-D, outside the head) take Muon's step at `muon_lr` with
+      `muon_momentum` (training/muon.py); every other parameter takes SGD, the head at `lr`, the rest (biases,
+      norm parameters) at `norm_lr_scale` × `lr` as airbench94_muon's bias group.
     roles: {id(parameter): roles} (models.parameter_roles), by default those `fit` declares."""
     if roles is None:  # a registered network declares them; any other module gets the default "no_decay" rule
         roles = parameter_roles(fit) if isinstance(fit, (Classifier, ModelContract)) else \
             {id(p): {"no_decay"} for p in fit.parameters() if p.ndim <= 1}
-    grouped: dict[tuple[float, float, int], list] = {}
+    muon = cfg.optimizer == "muon"
+    grouped: dict[tuple[float, float, int, bool], list] = {}
     for p in fit.parameters():
         if p.requires_grad:
             role = roles.get(id(p), set())
+            filters = muon and p.ndim == 4 and "head" not in role
             decay = cfg.decay_bn_bias or cfg.weight_decay == 0 or "no_decay" not in role
             scale = 1.0 if "head" in role else cfg.backbone_lr_scale
-            norm_scale = cfg.norm_lr_scale if "norm" in role else 1.0
+            norm_scale = cfg.norm_lr_scale if "norm" in role or (muon and "head" not in role) else 1.0
             until = cfg.whiten_bias_epochs if "whiten_bias" in role else 0
-            grouped.setdefault((cfg.weight_decay / norm_scale if decay else 0.0, scale * norm_scale, until),
-                               []).append(p)
+            key = (0.0, cfg.muon_lr / cfg.lr, until, True) if filters else \
+                (cfg.weight_decay / norm_scale if decay else 0.0, scale * norm_scale, until, False)
+            grouped.setdefault(key, []).append(p)
     groups = [{"params": params, "lr": cfg.lr * scale, "lr_scale": scale, "weight_decay": wd,
-               **({"until_epoch": until} if until else {})}
-              for (wd, scale, until), params in grouped.items()]
+               **({"until_epoch": until} if until else {}),
+               **({"muon": is_muon, "momentum": cfg.muon_momentum if is_muon else cfg.momentum} if muon else {})}
+              for (wd, scale, until, is_muon), params in grouped.items()]
+    if muon:
+        return MuonSGD(groups)
     # fused kernels: one update for all tensors (measured +4% img/s on the seed model at batch 32)
     fused = {"fused": True} if runtime.device.type in ("cpu", "cuda") else {}
     if cfg.optimizer == "adam":
