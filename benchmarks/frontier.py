@@ -1,35 +1,142 @@
 """The accuracy-per-CPU-minute frontier: which recipe to train for a given number of minutes, measured.
 
-    .venv/bin/python benchmarks/frontier.py [--steps muon-val] [--seeds 0 1] [--remeasure]
+    .venv/bin/python benchmarks/frontier.py --steps STEP... [--seeds 0 1] [--minutes 1 2 5] [--remeasure]
 
 1. `muon-val`: `fast` (SGD + Lookahead, 10 epochs, batch 1,024) against `fast-muon` (airbench94_muon's Muon for
    the filters, 8 epochs, batch 2,000) on the validation split — the choice is made there, never on the test
    set — shortened to fit a sitting on a 2-core CPU (CASE: a stratified subset of the training split, the
    recipe's own epochs, the single-view figures: the 6-view TTA alone takes ~3 min per run). Alternated per seed.
-Figures are kept in benchmarks/results/frontier/*.json with provenance (kept_runs.py); docs/frontier.md's tables
-are generated from them (benchmarks/doc_tables.py). Timed figures: let nothing else run on the machine meanwhile.
+2. `budget`: `train --recipe R --time-budget M` for R in --recipes and M in --minutes (one seed: the default 0).
+3. `auto`: `train --time-budget M` without --recipe, for M in --minutes: the recipe the program picks here.
+4. `curves`: src/cifar10cnn/frontier.json, the measured accuracy-vs-epochs curves `--time-budget` without
+   `--recipe` picks from: every kept `--time-budget` run of a candidate recipe on CIFAR-10 (its epochs run and
+   its test accuracy with its TTA; several runs at the same epochs are averaged), on any CPU (the epochs are
+   machine-independent; the minutes are not).
+5. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast` and `fast-muon` (their
+   batch sizes): achieved GFLOP/s against this CPU's attainable matmul/conv rate, kept in flops.jsonl.
+6. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the kept `budget` and `auto` runs of this
+   CPU, one line per recipe, the auto-picked runs as points.
+Figures are kept in benchmarks/results/frontier/ with provenance (kept_runs.py); docs/frontier.md's tables are
+generated from them (benchmarks/doc_tables.py). Timed figures: let nothing else run on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 from kept_runs import exit_code, keep_cli_run
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results/frontier")
+FRONTIER_JSON = Path("src/cifar10cnn/frontier.json")
 CASE = {"subset": 10_000, "tta": False, "tta_translate": 0}  # the shortened validation comparison
 MUON_VAL_RECIPES = ("fast", "fast-muon")
+CANDIDATES = ("seed-aug", "resnet", "fast")  # the recipes `--time-budget` picks from (a measured curve each)
+# `--time-budget` runs kept before results recorded their settings (benchmarks/results/legacy.json names the
+# commit of each): their recipe, from the page that published them
+LEGACY_BUDGET_RUNS = {"fast/budget-5min.json": "fast", "fast/budget-10min.json": "fast",
+                      "model_table/seed-budget20.json": "seed-aug", "model_table/resnet20-budget20.json": "resnet"}
+BENCH_CASES = (("seed", 32), ("seed", 128), ("fast", None), ("fast-muon", None))  # (recipe, batch; None: its own)
+
+
+def budget_runs(results: Path) -> list[tuple[str, str, dict]]:
+    """(kept file, recipe, figures) of every kept `--time-budget` run of a candidate recipe on CIFAR-10 images
+    (the batches, or the same pixels as a PNG tree: benchmarks/folder_datasets.py proves them identical)."""
+    runs = [(name, recipe, json.loads((results / name).read_text())) for name, recipe in LEGACY_BUDGET_RUNS.items()]
+    for path in sorted(results.rglob("*.json")):
+        kept = json.loads(path.read_text())
+        s = kept.get("settings") if isinstance(kept, dict) else None
+        if not s or not s.get("time_budget") or s.get("final") or s.get("subset") or s.get("recipe") not in CANDIDATES:
+            continue
+        if s.get("dataset", "cifar10") != "cifar10" and not path.name.startswith("fast-png"):
+            continue
+        runs.append((str(path.relative_to(results)), s["recipe"], kept))
+    return runs
+
+
+def curves(results: Path) -> dict:
+    points: dict[tuple[str, int], list] = {}
+    for name, recipe, kept in budget_runs(results):
+        if kept.get("test_accuracy_tta") is not None:
+            points.setdefault((recipe, kept["epochs"]), []).append((kept["test_accuracy_tta"], name))
+    recipes: dict[str, dict] = {r: {"points": []} for r in CANDIDATES}
+    for (recipe, epochs), runs in sorted(points.items()):
+        recipes[recipe]["points"].append({
+            "epochs": epochs, "test_accuracy_tta": round(sum(a for a, _ in runs) / len(runs), 4), "runs": len(runs),
+            "sources": [f"benchmarks/results/{n}" for _, n in runs]})
+    return {"about": "the test accuracy (with each recipe's TTA views) of kept `--time-budget` runs on CIFAR-10 "
+                     "after the epochs they ran, per recipe: what `train --time-budget` without --recipe picks "
+                     "from (training/pick.py). Generated by `benchmarks/frontier.py --steps curves`; do not edit.",
+            "recipes": {r: v for r, v in recipes.items() if v["points"]}}
+
+
+def bench_flops(out: Path) -> None:
+    from cifar10cnn.provenance import provenance
+
+    with out.open("a") as f:
+        for recipe, batch in BENCH_CASES:
+            cmd = [sys.executable, "-m", "cifar10cnn", "bench", "--recipe", recipe, "--flops", "--json",
+                   *(["--batch-size", str(batch)] if batch else []),
+                   "--train-images", str(max(2048, 2 * (batch or 2048)))]
+            print("$", " ".join(cmd), flush=True)
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            r.update(recipe=recipe, provenance={**provenance(), "command": " ".join(cmd[1:])})
+            print(json.dumps(r), flush=True)
+            f.write(json.dumps(r) + "\n")
+
+
+def plot(results: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cifar10cnn.provenance import cpu_name
+
+    here = cpu_name()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    lines: dict[str, list] = {}
+    for path in sorted(results.glob("budget-*.json")):
+        kept = json.loads(path.read_text())
+        if kept["provenance"]["machine_cpu"] == here:
+            lines.setdefault(kept["recipe"], []).append((kept["wall_seconds"] / 60, kept["test_accuracy_tta"]))
+    for recipe, pts in sorted(lines.items()):
+        pts.sort()
+        ax.plot([m for m, _ in pts], [a * 100 for _, a in pts], marker="o", label=recipe)
+    auto = [json.loads(p.read_text()) for p in sorted(results.glob("auto-*.json"))]
+    auto = [k for k in auto if k["provenance"]["machine_cpu"] == here]
+    if auto:
+        ax.scatter([k["wall_seconds"] / 60 for k in auto], [k["test_accuracy_tta"] * 100 for k in auto], marker="*",
+                   s=220, color="black", zorder=5, label="--time-budget, recipe auto-picked")
+        for k in auto:
+            ax.annotate(k["recipe"], (k["wall_seconds"] / 60, k["test_accuracy_tta"] * 100),
+                        textcoords="offset points", xytext=(6, -12), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("wall minutes of the whole run (`train --time-budget M`)")
+    ax.set_ylabel("test accuracy with the recipe's TTA (%)")
+    ax.set_title(f"accuracy per CPU minute on {here}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
 
 
 def main() -> int:
     from cifar10cnn.config import RunConfig
+    from cifar10cnn.fileio import atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/frontier"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--steps", nargs="+", default=["muon-val"], choices=["muon-val"])
+    p.add_argument("--recipes", nargs="+", default=list(CANDIDATES))
+    p.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5])
+    p.add_argument("--steps", nargs="+", required=True,
+                   choices=["muon-val", "budget", "auto", "curves", "flops", "plot"])
     p.add_argument("--remeasure", action="store_true")
     args = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -40,6 +147,28 @@ def main() -> int:
             requested = RunConfig.resolve(recipe, {**CASE, "seed": seed}).to_dict()
             keep_cli_run(f"val-{recipe}-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure,
                          recipe=recipe, seed=seed)
+    for minutes in args.minutes if "budget" in args.steps else []:
+        for recipe in args.recipes:
+            requested = RunConfig.resolve(recipe, {"time_budget": minutes}).to_dict()
+            keep_cli_run(f"budget-{recipe}-{minutes:g}min", ["--recipe", recipe, "--time-budget", f"{minutes:g}"],
+                         requested, RESULTS, args.runs, args.remeasure, recipe=recipe, minutes=minutes)
+    for minutes in args.minutes if "auto" in args.steps else []:
+        name = f"auto-{minutes:g}min"
+        kept = keep_cli_run(name, ["--time-budget", f"{minutes:g}"], None, RESULTS, args.runs, args.remeasure,
+                            minutes=minutes)
+        pick = json.loads((args.runs / name / "recipe_pick.json").read_text()) if "recipe" not in kept else None
+        if pick is not None:  # the recipe it picked, and why, beside the figures
+            from cifar10cnn.fileio import atomic_write_json
+
+            kept.update(recipe=pick["recipe"], pick=pick)
+            atomic_write_json(RESULTS / f"{name}.json", kept)
+    if "curves" in args.steps:
+        atomic_write_text(FRONTIER_JSON, json.dumps(curves(Path("benchmarks/results")), indent=1) + "\n")
+        print(f"wrote {FRONTIER_JSON}")
+    if "flops" in args.steps:
+        bench_flops(RESULTS / "flops.jsonl")
+    if "plot" in args.steps:
+        plot(RESULTS, ROOT / "docs" / "frontier.png")
     return 0
 
 

@@ -120,10 +120,12 @@ def kept_or_trained(result: Path, run_dir: Path, make_cfg, data, train_now: bool
     return save_result(result, metrics, run_dir, requested, **about)
 
 
-def keep_cli_run(name: str, args: list[str], requested: dict, results: Path, runs: Path, remeasure: bool,
+def keep_cli_run(name: str, args: list[str], requested: dict | None, results: Path, runs: Path, remeasure: bool,
                  **about) -> dict:
     """`cifar10cnn train ARGS` in a subprocess, as a user runs it, kept as RESULTS/NAME.json — or the kept file
-    when it was made with the requested settings on this CPU (else refused, or retrained if remeasure)."""
+    when it was made with the requested settings on this CPU (else refused, or retrained if remeasure).
+    requested None: the settings are the program's choice (e.g. the recipe a time budget picks); the kept file
+    records what the run resolved and is reused on this CPU."""
     import subprocess
 
     from cifar10cnn.fileio import read_json
@@ -133,13 +135,16 @@ def keep_cli_run(name: str, args: list[str], requested: dict, results: Path, run
     result, out = results / f"{name}.json", runs / name
     if result.is_file() and not remeasure:
         kept = read_json(result, "kept result")
-        check_reusable(str(result), kept.get("settings"), kept["provenance"]["machine_cpu"], requested)
+        check_reusable(str(result), kept.get("settings"), kept["provenance"]["machine_cpu"],
+                       kept.get("settings") if requested is None else requested)
         print(f"{name}: kept ({kept['test_accuracy']:.2%})")
         return kept
     cmd = [sys.executable, "-m", "cifar10cnn", "train", *args, "--out", str(out), "--overwrite"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    check_reusable(str(out), read_json(out / "config.json", "run config")["config"], cpu_name(), requested)
+    made = read_json(out / "config.json", "run config")["config"]
+    requested = made if requested is None else requested
+    check_reusable(str(out), made, cpu_name(), requested)
     return save_result(result, read_metrics(out), out, requested, **about)
 
 

@@ -9,6 +9,7 @@ import torch
 from .config import RunConfig
 from .data.dataset import ImageDataset, channel_stats
 from .errors import UserError
+from .flops import attainable_gflops, model_flops
 from .inference import predict_logits
 from .models import build_classifier, trainable_params
 from .runtime import resolve_runtime
@@ -17,8 +18,9 @@ from .training.parts import build_parts
 
 
 def bench(data: ImageDataset, cfg: RunConfig, train_images: int = 6_000, eval_images: int = 10_000,
-          warmup_images: int = 1_000) -> dict:
-    """Training and evaluation images/s after warm-up (optimizer steps included in training).
+          warmup_images: int = 1_000, flops: bool = False) -> dict:
+    """Training and evaluation images/s after warm-up (optimizer steps included in training); with `flops`, also
+    the model's FLOPs per image, the GFLOP/s they achieve and this device's attainable rate (flops.py).
 
     Training warms up on max(warmup_images, 10 batches) images — never fewer than 10 batches, so one-time
     costs (oneDNN kernel selection, torch.compile) are paid before timing — then times train_images.
@@ -51,16 +53,32 @@ def bench(data: ImageDataset, cfg: RunConfig, train_images: int = 6_000, eval_im
     t0 = time.perf_counter()
     predict_logits(model, test_x, rt, cfg.eval_batch_size)
     eval_s = time.perf_counter() - t0
+    rates = {"train_images_per_s": round(train_images / train_s, 1),
+             "eval_images_per_s": round(len(test_x) / eval_s, 1)}
     return {
         "model": cfg.model,
         "trainable_params": trainable_params(model),
         "batch_size": cfg.batch_size,
         "eval_batch_size": cfg.eval_batch_size,
         "augmentation": parts.augment is not None,
-        "train_images_per_s": round(train_images / train_s, 1),
-        "eval_images_per_s": round(len(test_x) / eval_s, 1),
+        **rates,
         "train_images": train_images,
         "eval_images": len(test_x),
+        **(flop_rates(model, rt, rates, cfg.image_size) if flops else {}),
         **{k: v for k, v in rt.describe().items() if k in ("device", "device_name", "precision", "channels_last",
                                                           "threads", "torch")},
     }
+
+
+def flop_rates(model, rt, rates: dict, image_size: int) -> dict:
+    """FLOPs per image (train step, eval pass), the GFLOP/s achieved at the measured images/s, and their fraction
+    of this device's attainable rate in the run's precision (measured here, after the timed passes)."""
+    per_image = model_flops(model, rt, image_size)
+    peak = attainable_gflops(rt)
+    train_g = per_image["train"] * rates["train_images_per_s"] / 1e9
+    eval_g = per_image["eval"] * rates["eval_images_per_s"] / 1e9
+    return {"train_gflops_per_image": round(per_image["train"] / 1e9, 4),
+            "eval_gflops_per_image": round(per_image["eval"] / 1e9, 4),
+            "train_gflops_per_s": round(train_g, 1), "eval_gflops_per_s": round(eval_g, 1),
+            "attainable_gflops_per_s": peak, "train_fraction_of_peak": round(train_g / peak["peak"], 3),
+            "eval_fraction_of_peak": round(eval_g / peak["peak"], 3)}

@@ -279,6 +279,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--eval-images", type=int, default=10_000, help="test images timed for evaluation")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set flip=random --set crop_padding=4")
+    p.add_argument("--flops", action="store_true",
+                   help="also the model's FLOPs per image, the GFLOP/s achieved and this device's attainable GFLOP/s "
+                        "(a large matmul and 3×3 convolution, measured)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _dataset_flags(p)
     _data_flags(p)
@@ -418,12 +421,15 @@ def cmd_train(args) -> None:
         if args.recipe is not None:
             raise UserError("--config already holds a recipe; drop --recipe (or override fields with flags)")
         base = read_config_file(args.config)
-    cfg = RunConfig.resolve(args.recipe or "seed", overrides, base=base)
+    recipe, data, hooks, started = args.recipe or "seed", None, [], None
+    if args.time_budget is not None and args.recipe is None and base is None and not args.resume:
+        recipe, data, hooks, started = _pick_recipe(args, overrides)
+    cfg = RunConfig.resolve(recipe, overrides, base=base)
     if args.resume and args.out is not None:
         _check_resume_flags(args.out, overrides)
     dist = DistOptions(args.dist_backend, args.dist_bn, args.dist_timeout)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite,
-                       dist=dist, data_limits=_folder_limits(args))
+                       dist=dist, data_limits=_folder_limits(args), data=data, hooks=hooks, started=started)
     if not is_rank_zero():
         return  # under torchrun rank 0 reports (and writes the report)
     console.print(test_line(m))
@@ -439,6 +445,28 @@ def cmd_train(args) -> None:
         from .evaluation.report import build_report
 
         console.print(f"report: {build_report(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir)}")
+
+
+def _pick_recipe(args, overrides: dict) -> tuple[str, object, list, float]:
+    """--time-budget without --recipe: (the recipe picked for this machine, the data set loaded for it, the hook
+    that records the choice in the run folder, when the run's clock started: the choice counts against the
+    budget)."""
+    import time
+
+    from .data.loading import load_dataset
+    from .training.hooks import RecordPick
+    from .training.pick import pick_lines, pick_recipe
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--time-budget without --recipe measures every recipe on one process; under torchrun "
+                        "name the recipe (--recipe)")
+    started = time.perf_counter()
+    data = load_dataset(overrides.get("dataset") or "cifar10", args.data_dir, args.cache_dir, _folder_limits(args),
+                        overrides.get("image_size") or 32)
+    picked = pick_recipe(args.time_budget, overrides, data, started)
+    for line in pick_lines(picked):
+        console.print(line, markup=False)
+    return picked["recipe"], data, [RecordPick(picked)], started
 
 
 def test_line(m: dict) -> str:
@@ -692,7 +720,7 @@ def cmd_bench(args) -> None:
                                                     **parse_settings(args.set)})
     data = load_dataset(cfg.dataset, args.data_dir, args.cache_dir, _folder_limits(args), cfg.image_size)
     r = bench(data, cfg, train_images=args.train_images, eval_images=args.eval_images,
-              warmup_images=min(1_000, args.train_images))
+              warmup_images=min(1_000, args.train_images), flops=args.flops)
     if args.json:
         print(json.dumps(r))
     else:
@@ -701,6 +729,13 @@ def cmd_bench(args) -> None:
             f"eval {r['eval_images_per_s']:,.0f} img/s | {r['device']} ({r['device_name']}) {r['precision']} "
             f"{'channels_last ' if r['channels_last'] else ''}{r['threads']} threads, torch {r['torch']}"
         )
+        if args.flops:
+            peak = r["attainable_gflops_per_s"]
+            console.print(
+                f"  {r['train_gflops_per_image']:.3f} GFLOP per training image, {r['eval_gflops_per_image']:.3f} per "
+                f"eval image → train {r['train_gflops_per_s']:,.1f} GFLOP/s ({r['train_fraction_of_peak']:.0%}), "
+                f"eval {r['eval_gflops_per_s']:,.1f} GFLOP/s ({r['eval_fraction_of_peak']:.0%}) of the attainable "
+                f"{peak['peak']:,.1f} {peak['dtype']} GFLOP/s (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f})")
 
 
 RUNTIME_FIELDS = ["device", "precision", "channels_last", "threads", "tensorboard"]  # + how runs are watched

@@ -68,8 +68,9 @@ def image_progress(description: str, total: int) -> Iterator[Callable[[int], Non
 
 
 class Stopwatch:
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
+    def __init__(self, start: float | None = None) -> None:
+        """start: a time.perf_counter() value the watch counts from (default: now)."""
+        self.start = time.perf_counter() if start is None else start
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start

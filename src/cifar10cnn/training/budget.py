@@ -22,12 +22,17 @@ from .loop import train_one_epoch
 
 
 def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
-                augment, spent_s: float) -> dict:
+                augment, spent_s: float, probe_images: int | None = None) -> dict:
+    """The plan: measured speeds, planned epochs and seconds. probe_images: a quick estimate instead (one batch of
+    at most half that many images warms up, then that many are timed: comparing recipes, pick.py)."""
     t_start = time.perf_counter()
     bs = cfg.batch_size
     # a few batches: enough steps to time (≥ 2,048 images), few enough not to eat a short budget at batch 1024
     n_warm = min(3 * bs, max(bs, 2048), len(train_idx))
     n_time = min(max(2048, min(20 * bs, 6 * 1024)), len(train_idx))
+    if probe_images is not None:
+        bs = min(bs, probe_images // 2)
+        n_warm, n_time = min(bs, len(train_idx)), min(probe_images, len(train_idx))
     g = torch.Generator().manual_seed(2**31 - 1)
     order = train_idx[torch.randperm(len(train_idx), generator=g).to(train_idx.device)]
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
@@ -36,7 +41,7 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     t0 = time.perf_counter()
     train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_time], runtime, bs, scaler, **kwargs)
     train_ips = n_time / (time.perf_counter() - t0)
-    eval_images = train_x[order[: min(2000, len(order))]]
+    eval_images = train_x[order[: min(probe_images or 2000, len(order))]]
     predict_logits(probe_model, eval_images[: cfg.eval_batch_size], runtime, cfg.eval_batch_size)  # warm-up
     t0 = time.perf_counter()
     predict_logits(probe_model, eval_images, runtime, cfg.eval_batch_size)

@@ -64,7 +64,7 @@ from .state import Run, TrainState, schedule_steps, steps_per_epoch
 def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool | str = False,
           overwrite: bool = False, data: ImageDataset | None = None, hooks: Sequence[Hook] = (),
           test: bool = True, wait: bool = False, dist: DistOptions | None = None,
-          data_limits: FolderLimits | None = None) -> tuple[Path, dict]:
+          data_limits: FolderLimits | None = None, started: float | None = None) -> tuple[Path, dict]:
     """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
 
     hooks react to every epoch (see hooks.py; e.g. a tuning pruner that raises to stop the run, which
@@ -73,8 +73,9 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
     a folder at a time: another one holding it is an error, or (wait=True, resume="auto") waited for.
     Under torchrun every rank calls this and they train one model (distributed.py; `dist` says how).
     The images are the config's `dataset` (data/dataset.py), unless `data` is given; data_limits bound loading
-    a folder of images."""
-    clock = Stopwatch()
+    a folder of images. started: the time.perf_counter() the run's clock (and a time budget) counts from, when
+    work for the run began before this call (choosing the recipe for a budget, pick.py); default now."""
+    clock = Stopwatch(started)
     group = start_group(cfg.device, dist)
     try:
         with contextlib.ExitStack() as held:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from ..errors import UserError
-from ..fileio import atomic_write_text, csv_text
+from ..fileio import atomic_write_json, atomic_write_text, csv_text
 from ..progress import console
 from ..runs import HISTORY_FIELDS, checkpoint_path, replace_run
 from .checkpoint import save_checkpoint
@@ -144,3 +144,13 @@ class ReplaceOld(Hook):
 
     def on_epoch_end(self, run: Run, row: dict) -> None:
         replace_old(run)
+
+
+class RecordPick(Hook):
+    """recipe_pick.json in the run folder: why `--time-budget` without `--recipe` chose the run's recipe (pick.py)."""
+
+    def __init__(self, picked: dict) -> None:
+        self.picked = picked
+
+    def on_train_start(self, run: Run) -> None:
+        atomic_write_json(run.out / "recipe_pick.json", self.picked)

@@ -1,0 +1,112 @@
+"""`cifar10cnn train --time-budget M` without `--recipe`: the recipe expected to give the best test accuracy in M
+minutes on this machine, and why.
+
+For every recipe with a measured curve in frontier.json:
+    epochs it fits   its speed measured here and now (a quick probe: 256 images warm up, 256 are timed, then an
+                     evaluation pass), laid out as the time budget lays out a run: validation after every epoch,
+                     the final test pass with the recipe's TTA views, the time spent so far
+    expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
+                     frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
+                     linear between measured epochs (from chance at 0), flat past the last one (no credit for
+                     epochs never measured)
+The recipe whose epochs fit with the highest expected accuracy wins; when none fits one epoch, the quickest.
+On another data set the CIFAR-10 figures rank the recipes; they do not predict its accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..config import RunConfig
+from ..data.dataset import ImageDataset, make_split
+from ..errors import UserError
+from ..runtime import resolve_runtime
+from .budget import plan_budget
+from .parts import build_model, build_parts, resident_data
+
+FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
+PROBE_IMAGES = 256
+
+
+def read_frontier(path: Path = FRONTIER_FILE) -> dict[str, list[dict]]:
+    """{recipe: [{"epochs", "test_accuracy_tta", "runs", "sources"}, ...] sorted by epochs}."""
+    recipes = json.loads(path.read_text())["recipes"]
+    return {name: sorted(r["points"], key=lambda p: p["epochs"]) for name, r in recipes.items()}
+
+
+def expected_accuracy(points: list[dict], epochs: int, n_classes: int = 10) -> float:
+    """The measured curve at `epochs`: linear between measured points, from chance (1/n_classes) at 0 epochs,
+    the last measured figure past the last point."""
+    xs = [(0, 1.0 / n_classes)] + [(p["epochs"], p["test_accuracy_tta"]) for p in points]
+    if epochs >= xs[-1][0]:
+        return xs[-1][1]
+    for (e0, a0), (e1, a1) in zip(xs, xs[1:], strict=False):
+        if e0 <= epochs <= e1:
+            return a0 + (a1 - a0) * (epochs - e0) / (e1 - e0)
+    return xs[0][1]
+
+
+def probe(cfg: RunConfig, data: ImageDataset, spent_s: float) -> dict:
+    """The time budget's plan for `cfg` on this machine, from a quick speed probe of a fresh copy of its model."""
+    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
+    split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset, len(data.classes), data.val_idx)
+    model, _ = build_model(cfg, data, split, runtime)
+    parts = build_parts(cfg, model, runtime)
+    r = resident_data(cfg, data, split, runtime, model)
+    return plan_budget(cfg, parts.step_model, parts.optimizer, runtime, r.train_x, r.train_y, r.train_idx,
+                       len(r.val_y) + len(r.sample_y), len(data.test_y), parts.augment, spent_s, PROBE_IMAGES)
+
+
+def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: float) -> dict:
+    """{"recipe": the choice, "why": one line, "rows": every candidate's plan and expectation, "seconds": spent}.
+    overrides: the user's flags, applied to every candidate; started: perf_counter() when the run's work began."""
+    rows = []
+    for name, points in read_frontier().items():
+        try:
+            cfg = RunConfig.resolve(name, {**overrides, "time_budget": minutes})
+            plan = probe(cfg, data, time.perf_counter() - started)
+        except UserError as e:  # e.g. a model that cannot take the folder's image size
+            rows.append({"recipe": name, "excluded": str(e)})
+            continue
+        epochs = plan["planned_epochs"]  # a budget sets the epochs, whatever the recipe's default
+        fits = plan["planned_seconds"] <= minutes * 60
+        rows.append({"recipe": name, "train_images_per_s": plan["train_images_per_s"], "epochs": epochs,
+                     "fits": fits, "planned_seconds": plan["planned_seconds"],
+                     "expected_test_accuracy_tta": round(expected_accuracy(points, epochs if fits else 0,
+                                                                           len(data.classes)), 4),
+                     "measured_epochs": [p["epochs"] for p in points]})
+    usable = [r for r in rows if "excluded" not in r]
+    if not usable:
+        raise UserError("no recipe with a measured frontier can train this data set: " +
+                        "; ".join(f"{r['recipe']}: {r['excluded']}" for r in rows))
+    fitting = [r for r in usable if r["fits"]]
+    if fitting:
+        best = max(fitting, key=lambda r: (r["expected_test_accuracy_tta"], r["train_images_per_s"]))
+        why = (f"expected {best['expected_test_accuracy_tta']:.1%} test accuracy (its TTA) after {best['epochs']} "
+               f"epochs at {best['train_images_per_s']:,.0f} img/s measured here")
+    else:
+        best = min(usable, key=lambda r: r["planned_seconds"])
+        why = (f"no recipe fits one epoch in {minutes:g} min here; {best['recipe']} is the quickest "
+               f"(~{best['planned_seconds']:.0f} s for one epoch and the test pass)")
+    return {"minutes": minutes, "recipe": best["recipe"], "why": why, "rows": rows,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def pick_lines(picked: dict) -> list[str]:
+    """The choice and its reasons, one line per candidate, for the console."""
+    lines = [f"time budget {picked['minutes']:g} min without --recipe: each recipe's speed measured here "
+             f"({picked['seconds']:.0f} s), its accuracy from kept CIFAR-10 runs (frontier.json)"]
+    for r in picked["rows"]:
+        if "excluded" in r:
+            lines.append(f"  {r['recipe']:<10} cannot train this data set: {r['excluded']}")
+        elif not r["fits"]:
+            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  not one epoch in the budget "
+                         f"(~{r['planned_seconds']:.0f} s with the test pass)")
+        else:
+            measured = ", ".join(str(e) for e in r["measured_epochs"])
+            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>3} epochs fit  "
+                         f"expected {r['expected_test_accuracy_tta']:.1%}  (measured at {measured} epochs)")
+    lines.append(f"→ {picked['recipe']}: {picked['why']} (an explicit --recipe overrides the choice)")
+    return lines

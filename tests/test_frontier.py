@@ -1,0 +1,189 @@
+"""The accuracy-per-CPU-minute frontier: Muon for the filters (fast-muon), FLOP counting and the attainable rate
+(bench --flops), and `--time-budget` without `--recipe` picking the recipe from measured curves."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cifar10cnn.config import RunConfig
+from cifar10cnn.errors import UserError
+from cifar10cnn.flops import attainable_gflops, model_flops
+from cifar10cnn.models import build_classifier, create_model, parameter_roles
+from cifar10cnn.runtime import resolve_runtime
+from cifar10cnn.training import pick
+from cifar10cnn.training.engine import train
+from cifar10cnn.training.muon import MuonSGD, orthogonalise
+from cifar10cnn.training.parts import make_optimizer
+
+from .conftest import StopAfter, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (576, 64), (24, 24)])
+def test_newton_schulz_pushes_every_singular_value_towards_one(shape):
+    torch.manual_seed(0)
+    k = min(shape)
+    u, v = torch.linalg.qr(torch.randn(shape[0], k))[0], torch.linalg.qr(torch.randn(shape[1], k))[0]
+    g = 50 * u @ torch.diag(torch.logspace(-1, 1, k)) @ v.T  # singular values 5 … 500
+    s = torch.linalg.svdvals(orthogonalise(g, steps=5))
+    assert s.min() > 0.6 and s.max() < 1.25  # all about 1: the step has no scale of its own
+    assert orthogonalise(g).shape == g.shape
+
+
+def test_muon_steps_filters_at_a_fixed_norm_and_sgd_groups_exactly_as_torch_sgd():
+    torch.manual_seed(0)
+    w, b = torch.nn.Parameter(torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(8))
+    b_ref = torch.nn.Parameter(b.detach().clone())
+    opt = MuonSGD([{"params": [w], "lr": 0.1, "momentum": 0.6, "weight_decay": 0.0, "muon": True},
+                   {"params": [b], "lr": 0.05, "momentum": 0.85, "weight_decay": 1e-3, "muon": False}])
+    ref = torch.optim.SGD([b_ref], lr=0.05, momentum=0.85, nesterov=True, weight_decay=1e-3)
+    for _ in range(3):
+        before = w.detach().clone()
+        w.grad, b.grad = torch.randn_like(w), torch.randn_like(b)
+        b_ref.grad = b.grad.clone()
+        opt.step()
+        ref.step()
+        # the update is an orthogonalised direction of size lr on a filter renormalised to sqrt(out channels)
+        step = w.detach() - before * (8 ** 0.5 / before.norm())
+        assert 0.5 * 0.1 < torch.linalg.matrix_norm(step.reshape(8, -1), ord=2) < 1.3 * 0.1
+        assert torch.allclose(b, b_ref)
+    assert torch.allclose(w.detach().norm(), torch.tensor(8 ** 0.5), rtol=0.2)
+    with pytest.raises(ValueError, match="≥ 2-D"):
+        MuonSGD([{"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 0.1, "muon": True}])
+
+
+def test_fast_muon_groups_follow_airbench94_muon():
+    cfg = RunConfig.resolve("fast-muon")
+    model = create_model("fast", scale=1 / 256)
+    opt = make_optimizer(cfg, model, resolve_runtime("cpu", "fp32", True, None), parameter_roles(model))
+    assert isinstance(opt, MuonSGD)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_name = {names[id(p)]: g for g in opt.param_groups for p in g["params"]}
+    filters = [n for n, p in model.named_parameters() if p.ndim == 4 and p.requires_grad]
+    assert len(filters) == 6 and all(by_name[n]["muon"] and by_name[n]["lr"] == pytest.approx(0.24) for n in filters)
+    assert all(by_name[n]["momentum"] == 0.6 and by_name[n]["weight_decay"] == 0 for n in filters)
+    head, bias, whiten = by_name["head.weight"], by_name["groups.0.norm1.bias"], by_name["whiten.bias"]
+    assert not head["muon"] and head["lr"] == pytest.approx(1340) and head["momentum"] == 0.85
+    assert bias["lr"] == pytest.approx(106) and whiten["lr"] == pytest.approx(106) and whiten["until_epoch"] == 3
+    for g in (head, bias, whiten):  # airbench's decoupled decay of 2e-6 × batch 2,000 per step, for every group
+        assert g["lr"] * g["weight_decay"] == pytest.approx(0.004)
+    assert "whiten.weight" not in by_name  # fixed from the data
+
+
+def test_fast_muon_trains_resumes_identically_and_refuses_bad_settings(data, tmp_path):
+    cfg = RunConfig.resolve("fast-muon", {"subset": 300, "val_size": 100, "batch_size": 100, "epochs": 3,
+                                          "whiten_bias_epochs": 1, "tta": False, "tta_translate": 0})
+    full, m = train(cfg, tmp_path / "full", data=data, test=False)  # the validation split only: seconds
+    assert m["best_val_accuracy"] > 0.15  # chance is 0.1: it learns from 300 images in 3 steps of Muon
+    assert json.loads((full / "config.json").read_text())["config"]["optimizer"] == "muon"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", data=data, hooks=[StopAfter(2)], test=False)
+    train(cfg, tmp_path / "cut", data=data, resume=True, test=False)  # the momentum buffers of both kinds return
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for bad, match in (({"muon_lr": 0}, "muon_lr"), ({"muon_momentum": 1.0}, "muon_momentum")):
+        with pytest.raises(UserError, match=match):
+            RunConfig.resolve("fast-muon", bad)
+
+
+def test_flops_of_fast_match_its_architecture_and_the_attainable_rate_is_measured():
+    rt = resolve_runtime("cpu", "fp32", True, None)
+    net = build_classifier("fast", [0.5] * 3, [0.25] * 3, 10).train()
+    f = model_flops(net, rt)
+    assert f["eval"] == pytest.approx(236.3e6, rel=0.01)  # 236 MFLOPs per image, as models/fast.py says
+    assert 2.9 < f["train"] / f["eval"] < 3.0  # backward ≈ 2× forward (the fixed whitening stem has no weight grad)
+    assert all(p.grad is None for p in net.parameters()) and net.training
+    peak = attainable_gflops(rt, min_seconds=0.05)
+    assert peak["dtype"] == "float32" and peak["peak"] == max(peak["matmul"], peak["conv"]) > 0
+
+
+def test_bench_flops_reports_achieved_against_attainable(cifar_dir, capsys):
+    assert cli("bench", "--data-dir", cifar_dir, "--train-images", "64", "--eval-images", "100", "--flops",
+               "--json", "--precision", "fp32") == 0
+    r = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert r["train_gflops_per_image"] == pytest.approx(0.240, abs=0.001)  # the seed model
+    assert r["train_gflops_per_s"] == pytest.approx(r["train_gflops_per_image"] * r["train_images_per_s"], rel=0.01)
+    assert r["train_fraction_of_peak"] == pytest.approx(
+        r["train_gflops_per_s"] / r["attainable_gflops_per_s"]["peak"], abs=0.002)
+
+
+def test_expected_accuracy_interpolates_measured_epochs_only():
+    points = [{"epochs": 2, "test_accuracy_tta": 0.6}, {"epochs": 10, "test_accuracy_tta": 0.9}]
+    assert pick.expected_accuracy(points, 0) == pytest.approx(0.1)  # chance
+    assert pick.expected_accuracy(points, 1) == pytest.approx(0.35)
+    assert pick.expected_accuracy(points, 6) == pytest.approx(0.75)
+    assert pick.expected_accuracy(points, 40) == 0.9  # no credit for epochs never measured
+
+
+def test_frontier_json_is_what_the_kept_runs_say():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import frontier
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert json.loads(pick.FRONTIER_FILE.read_text()) == frontier.curves(ROOT / "benchmarks" / "results")
+    for points in pick.read_frontier().values():
+        for p in points:
+            assert all((ROOT / s).is_file() for s in p["sources"]) and 0.1 < p["test_accuracy_tta"] < 1
+
+
+def _plans(monkeypatch, plans: dict[str, dict]):
+    def fake_probe(cfg, data, spent_s):
+        plan = plans[cfg.recipe]
+        if isinstance(plan, Exception):
+            raise plan
+        return {"train_images_per_s": 100.0, **plan}
+
+    monkeypatch.setattr(pick, "probe", fake_probe)
+    frontier = {"about": "test", "recipes": {
+        "seed-aug": {"points": [{"epochs": 4, "test_accuracy_tta": 0.8}]},
+        "fast": {"points": [{"epochs": 1, "test_accuracy_tta": 0.75}, {"epochs": 5, "test_accuracy_tta": 0.92}]}}}
+    monkeypatch.setattr(pick, "read_frontier", lambda: {k: v["points"] for k, v in frontier["recipes"].items()})
+
+
+def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypatch, data):
+    import time
+
+    _plans(monkeypatch, {"seed-aug": {"planned_epochs": 4, "planned_seconds": 100},
+                         "fast": {"planned_epochs": 3, "planned_seconds": 110}})
+    p = pick.pick_recipe(2, {}, data, time.perf_counter())
+    assert p["recipe"] == "fast" and "83.5%" in p["why"]  # 0.75 + (0.92 − 0.75) / 2 at 3 epochs beats 0.8
+    _plans(monkeypatch, {"seed-aug": {"planned_epochs": 4, "planned_seconds": 100},
+                         "fast": {"planned_epochs": 1, "planned_seconds": 200}})  # fast overshoots the 2 minutes
+    p = pick.pick_recipe(2, {}, data, time.perf_counter())
+    assert p["recipe"] == "seed-aug" and not p["rows"][1]["fits"]
+    _plans(monkeypatch, {"seed-aug": {"planned_epochs": 1, "planned_seconds": 300},
+                         "fast": {"planned_epochs": 1, "planned_seconds": 200}})
+    p = pick.pick_recipe(1, {}, data, time.perf_counter())
+    assert p["recipe"] == "fast" and "quickest" in p["why"]
+    _plans(monkeypatch, {"seed-aug": UserError("cannot take 64×64"), "fast": UserError("cannot take 64×64")})
+    with pytest.raises(UserError, match="no recipe with a measured frontier"):
+        pick.pick_recipe(1, {}, data, time.perf_counter())
+    lines = pick.pick_lines({**p, "rows": [{"recipe": "fast", "excluded": "cannot take 64×64"}, *p["rows"]]})
+    assert any("cannot train this data set" in line for line in lines) and lines[-1].startswith("→ fast")
+
+
+def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp_path, capsys):
+    out = tmp_path / "run"  # the small fake data set: the picked recipe's test pass is over 1,000 images
+    assert cli("train", "--data-dir", fake_dir, "--time-budget", "0.5", "--subset", "300", "--val-size", "200",
+               "--out", out) == 0
+    text = capsys.readouterr().out
+    picked = json.loads((out / "recipe_pick.json").read_text())
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["recipe"] == picked["recipe"] and f"→ {picked['recipe']}" in text and "without --recipe" in text
+    assert {r["recipe"] for r in picked["rows"]} == set(pick.read_frontier())
+    assert all(r["train_images_per_s"] > 0 for r in picked["rows"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["budget"]["wall_seconds"] >= picked["seconds"]  # the choice counted against the budget
+    # an explicit recipe wins: nothing is picked
+    assert cli("train", "--data-dir", fake_dir, "--time-budget", "0.2", "--recipe", "seed", "--subset", "200",
+               "--val-size", "100", "--out", tmp_path / "explicit") == 0
+    assert not (tmp_path / "explicit" / "recipe_pick.json").exists()
+    assert "without --recipe" not in capsys.readouterr().out
