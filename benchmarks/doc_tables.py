@@ -415,13 +415,85 @@ def serving() -> str:
                    "server memory"], rows) + f"\nMeasured by {_measured_by(runs[0])}.\n")
 
 
+def frontier_muon_val() -> str:
+    """frontier.md: `fast` against `fast-muon` on the validation split (the shortened choice), per seed."""
+    items = kept_glob("frontier/val-*.json")
+    if not items:
+        return "_No kept runs yet: `benchmarks/frontier.py --steps muon-val` trains and keeps them._\n"
+    by_recipe: dict[str, list[dict]] = {}
+    for _, r in items:
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    rows = []
+    for recipe, runs in sorted(by_recipe.items()):
+        runs.sort(key=lambda r: r["seed"])
+        rows.append([f"`{recipe}`", runs[0]["epochs"], runs[0]["settings"]["batch_size"],
+                     ", ".join(f"{r['best_val_accuracy']:.2%}" for r in runs),
+                     pct([r["best_val_accuracy"] for r in runs]),
+                     f"{statistics.fmean(r['train_seconds'] for r in runs):.0f}"])
+    return (table(["recipe", "epochs", "batch", "best validation accuracy per seed", "mean ± std",
+                   "training s (mean)"], rows) + f"\nMeasured on: {origins(items)}.\n")
+
+
+def frontier_runs() -> str:
+    """frontier.md: every kept `train --time-budget M` run of benchmarks/frontier.py (a named recipe, or the one
+    the program picked), by CPU."""
+    items = kept_glob("frontier/budget-*.json") + kept_glob("frontier/auto-*.json")
+    if not items:
+        return "_No kept runs yet: `benchmarks/frontier.py --steps budget auto` trains and keeps them._\n"
+    rows = []
+    for name, r in sorted(items, key=lambda i: (i[1]["provenance"]["machine_cpu"], i[1]["minutes"], i[0])):
+        auto = name.startswith("frontier/auto-")
+        recipe = f"**auto → `{r['recipe']}`**" if auto else f"`{r['recipe']}`"
+        cmd = f"`cifar10cnn train {'' if auto else '--recipe ' + r['recipe'] + ' '}--time-budget {r['minutes']:g}`"
+        rows.append([f"{r['minutes']:g}", recipe, r["epochs"], f"{r['test_accuracy']:.2%}",
+                     f"{r['test_accuracy_tta']:.2%}", f"{r['wall_seconds'] / 60:.1f}", origin(name, r)[0], cmd])
+    return table(["budget (min)", "recipe", "epochs", "test accuracy, single view", "with the recipe's TTA",
+                  "wall min", "measured on", "command"], rows)
+
+
+def frontier_curves() -> str:
+    """frontier.md: the measured curves `--time-budget` without `--recipe` picks from (src/cifar10cnn/frontier.json)."""
+    curves = json.loads((ROOT / "src" / "cifar10cnn" / "frontier.json").read_text())["recipes"]
+    rows = []
+    for recipe, c in curves.items():
+        for p in c["points"]:
+            where = "; ".join(origin(s.removeprefix("benchmarks/results/"),
+                                     json.loads((ROOT / s).read_text()))[0] for s in p["sources"])
+            rows.append([f"`{recipe}`", p["epochs"], f"{p['test_accuracy_tta']:.2%}", p["runs"],
+                         ", ".join(f"`{s.removeprefix('benchmarks/results/')}`" for s in p["sources"]), where])
+    return table(["recipe", "epochs", "test accuracy (its TTA)", "runs", "kept in", "measured on"], rows)
+
+
+def frontier_flops() -> str:
+    """frontier.md and speed.md: `cifar10cnn bench --flops`, achieved against attainable GFLOP/s (rows appended by
+    benchmarks/frontier.py --steps flops)."""
+    path = RESULTS / "frontier" / "flops.jsonl"
+    if not path.is_file():
+        return "_No kept rows yet: `benchmarks/frontier.py --steps flops` measures them._\n"
+    rows = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        peak = r["attainable_gflops_per_s"]
+        prov = r["provenance"]
+        rows.append([f"`{r['recipe']}`", r["batch_size"], f"{r['train_gflops_per_image']:.3f}",
+                     f"{r['train_images_per_s']:,.0f}", f"{r['train_gflops_per_s']:,.1f}",
+                     f"{r['train_fraction_of_peak']:.0%}",
+                     f"{r['eval_gflops_per_s']:,.1f} ({r['eval_fraction_of_peak']:.0%})",
+                     f"{peak['peak']:,.1f} {peak['dtype']} (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f})",
+                     f"{prov['cpu']}, {r['precision']}, {r['threads']} threads, "
+                     f"code {(prov['code']['commit'] or '?')[:7]}"])
+    return table(["recipe", "batch", "GFLOP per training image", "train img/s", "train GFLOP/s", "of attainable",
+                  "eval GFLOP/s (of attainable)", "attainable GFLOP/s (measured)", "measured on"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "make-run": make_run, "make-run-classes": make_run_classes, "fast-final": fast_final,
     "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
     "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
-    "folder-datasets": folder_datasets,
+    "folder-datasets": folder_datasets, "frontier-muon-val": frontier_muon_val, "frontier-runs": frontier_runs,
+    "frontier-curves": frontier_curves, "frontier-flops": frontier_flops,
 }
 
 

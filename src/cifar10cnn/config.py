@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data.dataset import canonical_name
+from .data.dataset import canonical_name, check_image_size
 from .errors import UserError
 from .fileio import read_json
 from .recipes import get_recipe
@@ -141,9 +141,7 @@ class RunConfig:
         self.dataset = canonical_name(self.dataset)
         if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not 8 <= self.image_size <= 512:
             raise UserError(f"--image-size must be an integer from 8 to 512 pixels, got {self.image_size!r}")
-        if self.image_size != 32 and not self.dataset.startswith("folder:"):
-            raise UserError(f"--image-size {self.image_size}: CIFAR images are 32×32; --image-size is for folder "
-                            f"data sets")
+        check_image_size(self.dataset, self.image_size)
         if self.final:
             self.val_size, self.patience = 0, 0  # no validation split: fixed settings, last epoch kept
         elif self.val_size is not None and (not isinstance(self.val_size, int) or isinstance(self.val_size, bool)

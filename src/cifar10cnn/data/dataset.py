@@ -58,15 +58,10 @@ def canonical_name(name: str) -> str:
                     f"(one subfolder per class)")
 
 
-def folder_summary(data: ImageDataset) -> dict:
-    """What config.json records of a folder data set: its layout, where validation and test come from, and
-    how many files were skipped or duplicated (the lists: `cifar10cnn data --dataset folder:PATH`)."""
-    a = data.about
-    if not a:
-        return {}
-    return {"folder": {"layout": a["layout"], "test_from": a["test_from"], "val_from": a["val_from"],
-                       "unreadable_images": len(a["unreadable"]), "skipped_files": len(a["skipped"]),
-                       "duplicate_files": a["duplicates"]["within_a_split"] + a["duplicates"]["across_splits"]}}
+def check_image_size(dataset: str, image_size: int) -> None:
+    """Refuse (one line) a decode size other than 32 for CIFAR, whose images are 32×32: only folders are decoded."""
+    if image_size != 32 and not dataset.startswith("folder:"):
+        raise UserError(f"--image-size {image_size}: CIFAR images are 32×32; --image-size is for folder data sets")
 
 
 def allocate(counts: list[int], total: int) -> list[int]:
@@ -114,7 +109,7 @@ def make_split(labels: torch.Tensor, val_size: int | None = None, seed: int = 0,
         val_parts.append(idx[:per_class_val[c]])
         train_parts.append(idx[per_class_val[c]:])
     train_idx = _stratified_subset(torch.cat(train_parts), labels, n_classes, subset, train_parts)
-    return Split(train_idx.sort().values, torch.cat(val_parts).sort().values, seed)
+    return Split(train_idx, torch.cat(val_parts).sort().values, seed)  # _stratified_subset returns it sorted
 
 
 def _stratified_subset(train_idx: torch.Tensor, labels: torch.Tensor, n_classes: int, subset: int | None,

@@ -415,3 +415,14 @@ def warn(scan: Scan, about: dict) -> None:
                 if scan.trees else f"{dup['within_a_split']:,} file(s) are exact copies of other files, so some may "
                                    f"be both trained on and tested")
         console.print(f"warning: {what}: the test figures may look better than they are ({where})")
+
+
+def folder_summary(data: ImageDataset) -> dict:
+    """What config.json records of a folder data set: its layout, where validation and test come from, and
+    how many files were skipped or duplicated (the lists: `cifar10cnn data --dataset folder:PATH`)."""
+    a = data.about
+    if not a:
+        return {}
+    return {"folder": {"layout": a["layout"], "test_from": a["test_from"], "val_from": a["val_from"],
+                       "unreadable_images": len(a["unreadable"]), "skipped_files": len(a["skipped"]),
+                       "duplicate_files": a["duplicates"]["within_a_split"] + a["duplicates"]["across_splits"]}}

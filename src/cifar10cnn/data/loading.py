@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
 from .cifar import load_cifar
-from .dataset import ImageDataset, canonical_name
+from .dataset import ImageDataset, canonical_name, check_image_size
 from .folder import FolderLimits, load_folder
 
 
@@ -18,6 +17,5 @@ def load_dataset(name: str = "cifar10", data_dir=None, cache_dir=None,
     name = canonical_name(name)
     if name.startswith("folder:"):
         return load_folder(Path(name[len("folder:"):]), cache_dir, limits, image_size)
-    if image_size != 32:
-        raise UserError(f"--image-size {image_size}: CIFAR images are 32×32; --image-size is for folder data sets")
+    check_image_size(name, image_size)
     return load_cifar(name, data_dir, cache_dir)

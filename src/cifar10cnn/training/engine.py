@@ -20,8 +20,8 @@ import torch
 from torch.distributed import DistError
 
 from ..config import RunConfig, load_run_config
-from ..data.dataset import ImageDataset, Split, folder_summary, make_split
-from ..data.folder import FolderLimits
+from ..data.dataset import ImageDataset, Split, make_split
+from ..data.folder import FolderLimits, folder_summary
 from ..data.loading import load_dataset
 from ..errors import TrainingDiverged, UserError
 from ..inference import evaluate, predict_logits
