@@ -38,4 +38,5 @@ clean-venv:
 	.venv-keras/bin/python -m pip install --quiet --disable-pip-version-check tensorflow-cpu
 
 bench-keras: install .venv-keras/bin/python
-	$(BIN)/python benchmarks/keras_vs_torch.py --keras-python .venv-keras/bin/python --batch-sizes 32 128
+	$(BIN)/python benchmarks/keras_vs_torch.py --keras-python .venv-keras/bin/python --batch-sizes 32 128 \
+		--out benchmarks/results/speed/keras_vs_torch.json

@@ -486,6 +486,24 @@ def frontier_flops() -> str:
                   "eval GFLOP/s (of attainable)", "attainable GFLOP/s (measured)", "measured on"], rows)
 
 
+def keras_vs_torch() -> str:
+    """speed.md and README: the seed model against the seed's own Keras code, best of N alternating runs per side."""
+    path = RESULTS / "speed" / "keras_vs_torch.json"
+    if not path.is_file():
+        return "_No kept comparison yet: `make bench-keras` measures and keeps it._\n"
+    k = json.loads(path.read_text())
+    prov = k["provenance"]
+    rows = [[r["batch_size"], f"{r['keras_train_images_per_s']:,.0f}", f"{r['cifar10cnn_train_images_per_s']:,.0f}",
+             f"**{r['train_ratio']:.2f}×**", ", ".join(f"{v:,.0f}" for v in r["keras_runs_train_images_per_s"]),
+             ", ".join(f"{v:,.0f}" for v in r["cifar10cnn_runs_train_images_per_s"]), r["keras"], r["cifar10cnn"]]
+            for r in k["rows"]]
+    return (table(["batch", "Keras train img/s (best)", "cifar10cnn train img/s (best)", "ratio of the bests",
+                   "Keras, every run", "cifar10cnn, every run", "Keras", "cifar10cnn"], rows)
+            + f"\nBest of {k['repeats']} alternating runs per side, {k['train_images']:,} timed training images "
+              f"each; measured on {prov['cpu']}, code {(prov['code']['commit'] or '?')[:7]}, with "
+              f"`{prov['command']}`.\n")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "make-run": make_run, "make-run-classes": make_run_classes, "fast-final": fast_final,
     "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
@@ -493,7 +511,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
     "folder-datasets": folder_datasets, "frontier-muon-val": frontier_muon_val, "frontier-runs": frontier_runs,
-    "frontier-curves": frontier_curves, "frontier-flops": frontier_flops,
+    "frontier-curves": frontier_curves, "frontier-flops": frontier_flops, "keras-vs-torch": keras_vs_torch,
 }
 
 
