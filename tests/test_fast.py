@@ -196,9 +196,17 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
+    """seed-aug warms up 8 of its 40 epochs: a 2-epoch budget run warms up a fifth of its steps, not all of them."""
+    budget = RunConfig.resolve("seed-aug", {"time_budget": 2.0})
+    assert schedule_steps(budget, 2, 100) == {"total": 200, "warmup": 40}
+    assert schedule_steps(RunConfig.resolve("seed-aug"), 2, 100) == {"total": 200, "warmup": 800}  # no budget: 8 epochs
+    assert schedule_steps(RunConfig.resolve("resnet", {"time_budget": 5.0}), 6, 100)["warmup"] == 20  # 2 of 60
+
+
 def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
     cfg = RunConfig.resolve("fast", {"time_budget": 1.0})
-    sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, 10, 49)
+    sched = schedule_steps(cfg, 10, 49)
     assert sched == {"total": 490, "warmup": round(0.23 * 490)}
     state = TrainState(10, sched["total"], sched["warmup"], epoch=2, budget={"final_eval_s": 5.0},
                        history=[{"seconds": 10.0}, {"seconds": 10.0}])
@@ -209,7 +217,7 @@ def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier()
     assert state.schedule_warmup == min(round(0.23 * 4 * 49), 2 * 49)  # the warm-up does not start again
     assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4}]
     # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
-    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(0.23, 0, 4, 49))
+    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 4, 49))
     assert (again.schedule_total, again.schedule_warmup) == (state.schedule_total, state.schedule_warmup)
     clock[0] = 31.0
     BudgetReplan().on_epoch_end(run, {})  # still fits: no change

@@ -189,7 +189,7 @@ def start_state(run: Run, n_test: int) -> TrainState:
         if budget["planned_seconds"] > cfg.time_budget * 60:
             console.print(f"time budget: even one epoch does not fit in {cfg.time_budget:g} min on this machine "
                           f"(~{budget['planned_seconds']:.0f} s with the test pass); training one epoch anyway")
-    sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, epochs, run.steps_per_epoch)
+    sched = schedule_steps(cfg, epochs, run.steps_per_epoch)
     return TrainState(epochs, sched["total"], sched["warmup"], budget=budget)
 
 
@@ -198,7 +198,7 @@ def resume_state(run: Run) -> TrainState:
     p = run.parts  # the other ranks read rank 0's checkpoint as broadcast bytes (no shared file system needed)
     folder = run.dist.mirror(run.out, [str(checkpoint_path(Path()))])
     saved = load_checkpoint(checkpoint_path(folder), p.model, p.optimizer, p.extra)
-    sched = schedule_steps(run.cfg.warmup_fraction, run.cfg.warmup_epochs, saved["planned_epochs"],
+    sched = schedule_steps(run.cfg, saved["planned_epochs"],
                            run.steps_per_epoch)
     state = TrainState.from_dict(saved, sched)
     if p.lookahead is not None:

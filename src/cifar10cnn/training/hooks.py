@@ -85,7 +85,7 @@ class BudgetReplan(Hook):
         st.budget.setdefault("replanned", []).append({"after_epoch": st.epoch, "epochs": fits})
         st.planned_epochs = fits
         if fits > st.epoch:
-            sched = schedule_steps(cfg.warmup_fraction, cfg.warmup_epochs, fits, run.steps_per_epoch)
+            sched = schedule_steps(cfg, fits, run.steps_per_epoch)
             # the warm-up already happened; keep it from starting again if the new total makes it longer
             st.schedule_total, st.schedule_warmup = sched["total"], min(sched["warmup"], st.epoch * run.steps_per_epoch)
         console.print(f"time budget: this machine runs slower than measured — {fits} epochs now fit; "

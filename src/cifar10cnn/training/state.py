@@ -52,10 +52,18 @@ class TrainState:
         return cls(**d)
 
 
-def schedule_steps(warmup_fraction: float, warmup_epochs: float, epochs: int, steps_per_epoch: int) -> dict:
-    """{"total", "warmup"} optimizer steps of a schedule laid over `epochs`."""
+def schedule_steps(cfg, epochs: int, steps_per_epoch: int) -> dict:
+    """{"total", "warmup"} optimizer steps of cfg's schedule laid over `epochs`. The warm-up is `warmup_fraction` of
+    the steps, else `warmup_epochs` epochs — except under a time budget, which sets the epochs: there the warm-up
+    keeps its share of the recipe's epochs (seed-aug's 8 of 40 stay a fifth of a 2-epoch budget run, rather than
+    a warm-up longer than the run that never reaches the peak nor anneals)."""
     total = epochs * steps_per_epoch
-    warmup = round(warmup_fraction * total) if warmup_fraction else round(warmup_epochs * steps_per_epoch)
+    if cfg.warmup_fraction:
+        warmup = round(cfg.warmup_fraction * total)
+    elif cfg.time_budget is not None:
+        warmup = round(min(1.0, cfg.warmup_epochs / cfg.epochs) * total)
+    else:
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
     return {"total": total, "warmup": warmup}
 
 
