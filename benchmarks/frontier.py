@@ -115,7 +115,6 @@ def plot(results: Path, out: Path) -> None:
         for k in auto:
             ax.annotate(k["recipe"], (k["wall_seconds"] / 60, k["test_accuracy_tta"] * 100),
                         textcoords="offset points", xytext=(6, -12), fontsize=8)
-    ax.set_xscale("log")
     ax.set_xlabel("wall minutes of the whole run (`train --time-budget M`)")
     ax.set_ylabel("test accuracy with the recipe's TTA (%)")
     ax.set_title(f"accuracy per CPU minute on {here}", fontsize=10)

@@ -2,8 +2,9 @@
 minutes on this machine, and why.
 
 For every recipe with a measured curve in frontier.json:
-    epochs it fits   its speed measured here and now (a quick probe: 256 images warm up, 256 are timed, then an
-                     evaluation pass), laid out as the time budget lays out a run: validation after every epoch,
+    epochs it fits   its speed measured here and now (a quick probe at its batch size: one batch warms up, then
+                     at least 256 images are timed, then an evaluation pass of as many), laid out as the time
+                     budget lays out a run: validation after every epoch,
                      the final test pass with the recipe's TTA views, the time spent so far
     expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
