@@ -488,6 +488,46 @@ def frontier_flops() -> str:
                   "eval GFLOP/s (of attainable)", "attainable GFLOP/s (measured)", "measured on"], rows)
 
 
+def conv_speed() -> str:
+    """frontier.md: each trained convolution's three passes, by oneDNN as training runs them and by the alternatives
+    (benchmarks/conv_speed.py), then per model the convolution seconds of one training step."""
+    path = RESULTS / "speed" / "conv_speed.json"
+    if not path.is_file():
+        return "_No kept measurement yet: `benchmarks/conv_speed.py` measures it._\n"
+    k = json.loads(path.read_text())
+    passes = ("forward", "input_grad", "weight_grad")
+
+    def others(rates: dict, p: str) -> str:
+        found = [(v[p], way) for way, v in rates.items() if way != "onednn-cl" and p in v]
+        rate, way = max(found) if found else (None, None)
+        return f"{rate:,.0f} ({way})" if rate is not None else "—"
+
+    rows, totals = [], []
+    for m in k["models"]:
+        for layer in m["layers"]:
+            r = layer["gflops_per_s"]
+            n, c, h, w = layer["x"]
+            rows.append([f"`{m['model']}` b{m['batch_size']}", f"`{layer['layer']}`", f"{c}→{layer['w'][0]}, {h}×{w}",
+                         f"{layer['gflop_per_pass']:.2f}",
+                         " / ".join(f"{r['onednn-cl'][p]:,.0f}" if p in r["onednn-cl"] else "—" for p in passes),
+                         *(others(r, p) for p in passes)])
+        ours, best = m["conv_seconds_per_step"], m["conv_seconds_per_step_best_ways"]
+        totals.append([f"`{m['model']}`", m["batch_size"], f"{sum(ours.values()):.3f}",
+                       f"{ours['weight_grad'] / sum(ours.values()):.0%}", f"{sum(best.values()):.3f}",
+                       f"{1 - sum(best.values()) / sum(ours.values()):.0%}"])
+    peak = k["attainable_gflops_per_s"]
+    prov = k["provenance"]
+    return (table(["model, batch", "layer", "channels, input px", "GFLOP per pass",
+                   "oneDNN channels_last (as `train`): forward / input grad / weight grad GFLOP/s",
+                   "fastest other way: forward", "input grad", "weight grad"], rows) + "\n"
+            + table(["model", "batch", "convolution s per training step (oneDNN channels_last)",
+                     "of which the weight gradient", "with the fastest way of each pass", "saving"], totals)
+            + f"\n{k['dtype']}, {k['threads']} threads, best of {k['repeats']} timed calls per rate; the sitting's "
+              f"attainable rate {peak['peak']:,.1f} GFLOP/s (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f}); "
+              f"measured on {prov['cpu']}, code {(prov['code']['commit'] or '?')[:7]}"
+              f"{'+uncommitted changes' if prov['code'].get('dirty') else ''}, with `{prov['command']}`.\n")
+
+
 def keras_vs_torch() -> str:
     """speed.md and README: the seed model against the seed's own Keras code, best of N alternating runs per side."""
     path = RESULTS / "speed" / "keras_vs_torch.json"
@@ -528,7 +568,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
     "folder-datasets": folder_datasets, "frontier-muon-val": frontier_muon_val, "frontier-runs": frontier_runs,
     "frontier-curves": frontier_curves, "frontier-flops": frontier_flops, "keras-vs-torch": keras_vs_torch,
-    "keras-claim": keras_claim,
+    "keras-claim": keras_claim, "conv-speed": conv_speed,
 }
 
 
