@@ -139,7 +139,7 @@ def _plans(monkeypatch, plans: dict[str, dict]):
         plan = plans[cfg.recipe]
         if isinstance(plan, Exception):
             raise plan
-        return {"train_images_per_s": 100.0, **plan}
+        return {"train_images_per_s": 100.0, "final_eval_s": 10.0, "run_calibration_s": 0.0, **plan}
 
     monkeypatch.setattr(pick, "probe", fake_probe)
     frontier = {"about": "test", "recipes": {
@@ -151,16 +151,20 @@ def _plans(monkeypatch, plans: dict[str, dict]):
 def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypatch, data):
     import time
 
-    _plans(monkeypatch, {"seed-aug": {"planned_epochs": 4, "planned_seconds": 100},
-                         "fast": {"planned_epochs": 3, "planned_seconds": 110}})
+    # 2 minutes, 10 s of test pass: seed-aug fits 4 epochs of 25 s, fast 3 of 35 s
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25}, "fast": {"estimated_epoch_s": 35}})
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
+    assert [(r["epochs"], r["fits"]) for r in p["rows"]] == [(4, True), (3, True)]
     assert p["recipe"] == "fast" and "83.5%" in p["why"]  # 0.75 + (0.92 − 0.75) / 2 at 3 epochs beats 0.8
-    _plans(monkeypatch, {"seed-aug": {"planned_epochs": 4, "planned_seconds": 100},
-                         "fast": {"planned_epochs": 1, "planned_seconds": 200}})  # fast overshoots the 2 minutes
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25},
+                         "fast": {"estimated_epoch_s": 200}})  # fast overshoots the 2 minutes
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
-    assert p["recipe"] == "seed-aug" and not p["rows"][1]["fits"]
-    _plans(monkeypatch, {"seed-aug": {"planned_epochs": 1, "planned_seconds": 300},
-                         "fast": {"planned_epochs": 1, "planned_seconds": 200}})
+    assert p["recipe"] == "seed-aug" and not p["rows"][1]["fits"] and p["rows"][1]["epochs"] == 1
+    # the run's own speed measurement counts too: 20 s of it leaves seed-aug 3 epochs, not 4
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25, "run_calibration_s": 20.0},
+                         "fast": {"estimated_epoch_s": 200}})
+    assert pick.pick_recipe(2, {}, data, time.perf_counter())["rows"][0]["epochs"] == 3
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 200}})
     p = pick.pick_recipe(1, {}, data, time.perf_counter())
     assert p["recipe"] == "fast" and "quickest" in p["why"]
     _plans(monkeypatch, {"seed-aug": UserError("cannot take 64×64"), "fast": UserError("cannot take 64×64")})

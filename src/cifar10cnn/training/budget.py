@@ -20,19 +20,34 @@ import torch
 from ..inference import predict_logits, tta_views
 from .loop import train_one_epoch
 
+EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
+
+
+def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
+    """(warm-up images, timed images) of a speed measurement. A run's own: a few batches to warm up, then enough
+    steps to time (≥ 2,048 images) but few enough not to eat a short budget at batch 1,024. probe_images: a
+    quick estimate instead, at the recipe's own batch size: one batch warms up, then max(probe_images, one batch)
+    images are timed."""
+    if probe_images is not None:
+        return min(batch_size, n_train), min(max(probe_images, batch_size), n_train)
+    return min(3 * batch_size, max(batch_size, 2048), n_train), min(max(2048, min(20 * batch_size, 6 * 1024)), n_train)
+
+
+def fit_epochs(budget_s: float, spent_s: float, epoch_s: float, final_eval_s: float) -> tuple[int, float]:
+    """(epochs planned, seconds planned in all): as many epochs as fit after the time spent and before the final
+    test pass; one at least (a budget too small for one epoch still trains one)."""
+    epochs = max(1, math.floor((budget_s - spent_s - final_eval_s) / epoch_s))
+    return epochs, spent_s + epochs * epoch_s + final_eval_s
+
 
 def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
                 augment, spent_s: float, probe_images: int | None = None) -> dict:
-    """The plan: measured speeds, planned epochs and seconds. probe_images: a quick estimate instead, at the
-    recipe's own batch size (per-image speed depends on it: `fast` trains at 133 img/s at batch 1,024 and 211 at
-    batch 128 on a 2-core AMD EPYC): one batch warms up, then max(probe_images, one batch) images are timed."""
+    """The plan: measured speeds, planned epochs and seconds (calibration_images says how many images are timed;
+    per-image speed depends on the batch size: a probe of `fast` at batch 128 measured 162 img/s on a 2-core AMD
+    EPYC, `bench` 133 at its batch of 1,024, so a quick probe also runs at the recipe's own batch size)."""
     t_start = time.perf_counter()
     bs = cfg.batch_size
-    # a few batches: enough steps to time (≥ 2,048 images), few enough not to eat a short budget at batch 1024
-    n_warm = min(3 * bs, max(bs, 2048), len(train_idx))
-    n_time = min(max(2048, min(20 * bs, 6 * 1024)), len(train_idx))
-    if probe_images is not None:
-        n_warm, n_time = min(bs, len(train_idx)), min(max(probe_images, bs), len(train_idx))
+    n_warm, n_time = calibration_images(bs, len(train_idx), probe_images)
     g = torch.Generator().manual_seed(2**31 - 1)
     order = train_idx[torch.randperm(len(train_idx), generator=g).to(train_idx.device)]
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
@@ -41,7 +56,7 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     t0 = time.perf_counter()
     train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_time], runtime, bs, scaler, **kwargs)
     train_ips = n_time / (time.perf_counter() - t0)
-    eval_images = train_x[order[: min(probe_images or 2000, len(order))]]
+    eval_images = train_x[order[: min(probe_images or EVAL_IMAGES, len(order))]]
     predict_logits(probe_model, eval_images[: cfg.eval_batch_size], runtime, cfg.eval_batch_size)  # warm-up
     t0 = time.perf_counter()
     predict_logits(probe_model, eval_images, runtime, cfg.eval_batch_size)
@@ -51,12 +66,11 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     passes = 1 + (tta_views(cfg.tta_translate) if cfg.tta else 0)  # the single-view figure + the TTA views
     final_eval_s = n_test / eval_ips * passes + 5.0  # + loading and writing files
     calibration_s = time.perf_counter() - t_start
-    available = cfg.time_budget * 60 - spent_s - calibration_s - final_eval_s
-    epochs = max(1, math.floor(available / epoch_s))
+    epochs, planned_s = fit_epochs(cfg.time_budget * 60, spent_s + calibration_s, epoch_s, final_eval_s)
     return {
         "minutes": cfg.time_budget, "train_images_per_s": round(train_ips, 1), "eval_images_per_s": round(eval_ips, 1),
         "estimated_epoch_s": round(epoch_s, 2), "final_eval_s": round(final_eval_s, 2),
         "calibration_s": round(calibration_s + spent_s, 2), "planned_epochs": epochs,
-        "planned_seconds": round(spent_s + calibration_s + epochs * epoch_s + final_eval_s, 1),
+        "planned_seconds": round(planned_s, 1),
         "stopped_by_budget": False,
     }

@@ -3,9 +3,9 @@ minutes on this machine, and why.
 
 For every recipe with a measured curve in frontier.json:
     epochs it fits   its speed measured here and now (a quick probe at its batch size: one batch warms up, then
-                     at least 256 images are timed, then an evaluation pass of as many), laid out as the time
-                     budget lays out a run: validation after every epoch,
-                     the final test pass with the recipe's TTA views, the time spent so far
+                     at least 1,024 images are timed, then an evaluation pass of as many), laid out as the time
+                     budget lays out a run, once every candidate is probed: the time spent choosing, the run's own
+                     speed measurement, validation after every epoch, the final test pass with its TTA views
     expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
                      linear between measured epochs (from chance at 0), flat past the last one (no credit for
@@ -24,11 +24,11 @@ from ..config import RunConfig
 from ..data.dataset import ImageDataset, make_split
 from ..errors import UserError
 from ..runtime import resolve_runtime
-from .budget import plan_budget
+from .budget import EVAL_IMAGES, calibration_images, fit_epochs, plan_budget
 from .parts import build_model, build_parts, resident_data
 
 FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
-PROBE_IMAGES = 256
+PROBE_IMAGES = 1024  # 256 (two batches of 128) read resnet at 386 img/s where its epochs ran at 315-330
 
 
 def read_frontier(path: Path = FRONTIER_FILE) -> dict[str, list[dict]]:
@@ -50,34 +50,44 @@ def expected_accuracy(points: list[dict], epochs: int, n_classes: int = 10) -> f
 
 
 def probe(cfg: RunConfig, data: ImageDataset, spent_s: float) -> dict:
-    """The time budget's plan for `cfg` on this machine, from a quick speed probe of a fresh copy of its model."""
+    """The time budget's plan for `cfg` on this machine, from a quick speed probe of a fresh copy of its model, and
+    "run_calibration_s": what the run's own speed measurement (budget.plan_budget) will take if it is chosen."""
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset, len(data.classes), data.val_idx)
     model, _ = build_model(cfg, data, split, runtime)
     parts = build_parts(cfg, model, runtime)
     r = resident_data(cfg, data, split, runtime, model)
-    return plan_budget(cfg, parts.step_model, parts.optimizer, runtime, r.train_x, r.train_y, r.train_idx,
+    plan = plan_budget(cfg, parts.step_model, parts.optimizer, runtime, r.train_x, r.train_y, r.train_idx,
                        len(r.val_y) + len(r.sample_y), len(data.test_y), parts.augment, spent_s, PROBE_IMAGES)
+    n_warm, n_time = calibration_images(cfg.batch_size, len(r.train_idx))
+    run_calibration_s = ((n_warm + n_time) / plan["train_images_per_s"]
+                         + min(EVAL_IMAGES, len(r.train_idx)) / plan["eval_images_per_s"])
+    return {**plan, "run_calibration_s": round(run_calibration_s, 2)}
 
 
 def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: float) -> dict:
     """{"recipe": the choice, "why": one line, "rows": every candidate's plan and expectation, "seconds": spent}.
     overrides: the user's flags, applied to every candidate; started: perf_counter() when the run's work began."""
+    frontier = read_frontier()
+    probed: list[tuple[str, list[dict], dict]] = []
     rows = []
-    for name, points in read_frontier().items():
+    for name, points in frontier.items():
         try:
             cfg = RunConfig.resolve(name, {**overrides, "time_budget": minutes})
-            plan = probe(cfg, data, time.perf_counter() - started)
+            probed.append((name, points, probe(cfg, data, time.perf_counter() - started)))
         except UserError as e:  # e.g. a model that cannot take the folder's image size
             rows.append({"recipe": name, "excluded": str(e)})
-            continue
-        epochs = plan["planned_epochs"]  # a budget sets the epochs, whatever the recipe's default
-        fits = plan["planned_seconds"] <= minutes * 60
+    spent = time.perf_counter() - started  # every candidate is probed before the chosen run starts
+    for name, points, plan in probed:  # planned as the run will plan itself: after all the probes, and its own
+        epochs, planned_s = fit_epochs(minutes * 60, spent + plan["run_calibration_s"], plan["estimated_epoch_s"],
+                                       plan["final_eval_s"])
+        fits = planned_s <= minutes * 60
         rows.append({"recipe": name, "train_images_per_s": plan["train_images_per_s"], "epochs": epochs,
-                     "fits": fits, "planned_seconds": plan["planned_seconds"],
+                     "fits": fits, "planned_seconds": round(planned_s, 1),
                      "expected_test_accuracy_tta": round(expected_accuracy(points, epochs if fits else 0,
                                                                            len(data.classes)), 4),
                      "measured_epochs": [p["epochs"] for p in points]})
+    rows.sort(key=lambda r: list(frontier).index(r["recipe"]))
     usable = [r for r in rows if "excluded" not in r]
     if not usable:
         raise UserError("no recipe with a measured frontier can train this data set: " +
