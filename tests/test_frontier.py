@@ -186,6 +186,11 @@ def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp
     assert all(r["train_images_per_s"] > 0 for r in picked["rows"])
     m = json.loads((out / "metrics.json").read_text())
     assert m["budget"]["wall_seconds"] >= picked["seconds"]  # the choice counted against the budget
+    # the picked run's folder is a run folder: --overwrite replaces it (recipe_pick.json is one of its files)
+    assert cli("train", "--data-dir", fake_dir, "--time-budget", "0.5", "--subset", "300", "--val-size", "200",
+               "--out", out, "--overwrite") == 0
+    assert json.loads((out / "recipe_pick.json").read_text())["recipe"] in pick.read_frontier()
+    capsys.readouterr()
     # an explicit recipe wins: nothing is picked
     assert cli("train", "--data-dir", fake_dir, "--time-budget", "0.2", "--recipe", "seed", "--subset", "200",
                "--val-size", "100", "--out", tmp_path / "explicit") == 0

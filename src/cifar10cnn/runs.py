@@ -42,7 +42,7 @@ from .runtime import Runtime, resolve_runtime
 from .weights import load_into, read_weights
 
 RUN_FILES = ["config.json", "history.csv", "model.safetensors", "metrics.json", "checkpoint", "report.html",
-             "model.onnx", "tensorboard", "diverged.json"]
+             "model.onnx", "tensorboard", "diverged.json", "recipe_pick.json"]
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                   "images_per_s", "train_eval_loss", "train_eval_accuracy"]
 METRICS_SCHEMA = 2
