@@ -470,20 +470,26 @@ def frontier_flops() -> str:
     path = RESULTS / "frontier" / "flops.jsonl"
     if not path.is_file():
         return "_No kept rows yet: `benchmarks/frontier.py --steps flops` measures them._\n"
+    from cifar10cnn.config import RunConfig
+
     rows = []
     kept_rows = [json.loads(line) for line in path.read_text().splitlines()]
     best = max(r["attainable_gflops_per_s"]["peak"] for r in kept_rows)  # the sitting's best: the steadiest ceiling
     for r in kept_rows:
         peak = r["attainable_gflops_per_s"]
         prov = r["provenance"]
+        cfg = RunConfig.resolve(r["recipe"])
+        run_min = (f"{cfg.epochs} × 45,000: {cfg.epochs * 45_000 / r['train_images_per_s'] / 60:,.0f}"
+                   if not cfg.patience else "— (early stopping)")
         rows.append([f"`{r['recipe']}`", r["batch_size"], f"{r['train_gflops_per_image']:.3f}",
-                     f"{r['train_images_per_s']:,.0f}", f"{r['train_gflops_per_s']:,.1f}",
+                     f"{r['train_images_per_s']:,.0f}", run_min, f"{r['train_gflops_per_s']:,.1f}",
                      f"{r['train_fraction_of_peak']:.0%} ({r['train_gflops_per_s'] / best:.0%})",
                      f"{r['eval_gflops_per_s']:,.1f} ({r['eval_fraction_of_peak']:.0%})",
                      f"{peak['peak']:,.1f} {peak['dtype']} (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f})",
                      f"{prov['cpu']}, {r['precision']}, {r['threads']} threads, "
                      f"code {(prov['code']['commit'] or '?')[:7]}"])
-    return table(["recipe", "batch", "GFLOP per training image", "train img/s", "train GFLOP/s",
+    return table(["recipe", "batch", "GFLOP per training image", "train img/s",
+                  "training minutes of its epochs at this speed", "train GFLOP/s",
                   "of its attainable (of the best attainable of all rows)",
                   "eval GFLOP/s (of attainable)", "attainable GFLOP/s (measured)", "measured on"], rows)
 

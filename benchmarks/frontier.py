@@ -12,8 +12,9 @@
    `--recipe` picks from: every kept `--time-budget` run of a candidate recipe on CIFAR-10 (its epochs run and
    its test accuracy with its TTA; several runs at the same epochs are averaged), on any CPU (the epochs are
    machine-independent; the minutes are not).
-5. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast` and `fast-muon` (their
-   batch sizes): achieved GFLOP/s against this CPU's attainable matmul/conv rate, kept in flops.jsonl.
+5. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast`, `fast-muon`, `fast95` and
+   `fast96` (their batch sizes; --recipes: only these): achieved GFLOP/s against this CPU's attainable matmul/conv
+   rate, kept in flops.jsonl.
 6. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the kept `budget` and `auto` runs of this
    CPU, one line per recipe, the auto-picked runs as points.
 Figures are kept in benchmarks/results/frontier/ with provenance (kept_runs.py); docs/frontier.md's tables are
@@ -40,7 +41,8 @@ CANDIDATES = ("seed-aug", "resnet", "fast", "fast-muon")  # what `--time-budget`
 # commit of each): their recipe, from the page that published them
 LEGACY_BUDGET_RUNS = {"fast/budget-5min.json": "fast", "fast/budget-10min.json": "fast",
                       "model_table/seed-budget20.json": "seed-aug", "model_table/resnet20-budget20.json": "resnet"}
-BENCH_CASES = (("seed", 32), ("seed", 128), ("fast", None), ("fast-muon", None))  # (recipe, batch; None: its own)
+BENCH_CASES = (("seed", 32), ("seed", 128), ("fast", None), ("fast-muon", None), ("fast95", None), ("fast96", None))
+# ^ (recipe, batch; None: its own)
 
 
 def budget_runs(results: Path) -> list[tuple[str, str, dict]]:
@@ -74,11 +76,14 @@ def curves(results: Path) -> dict:
             "recipes": {r: v for r, v in recipes.items() if v["points"]}}
 
 
-def bench_flops(out: Path) -> None:
+def bench_flops(out: Path, recipes: list[str] | None) -> None:
+    """Appends a row per case of BENCH_CASES (only those of `recipes` when given)."""
     from cifar10cnn.provenance import provenance
 
     with out.open("a") as f:
         for recipe, batch in BENCH_CASES:
+            if recipes and recipe not in recipes:
+                continue
             cmd = [sys.executable, "-m", "cifar10cnn", "bench", "--recipe", recipe, "--flops", "--json",
                    *(["--batch-size", str(batch)] if batch else []),
                    "--train-images", str(max(2048, 2 * (batch or 2048)))]
@@ -132,7 +137,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/frontier"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--recipes", nargs="+", default=list(CANDIDATES))
+    p.add_argument("--recipes", nargs="+", help=f"budget: these recipes (default {' '.join(CANDIDATES)}); "
+                                                 "flops: only these of its cases")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5])
     p.add_argument("--steps", nargs="+", required=True,
                    choices=["muon-val", "budget", "auto", "curves", "flops", "plot"])
@@ -147,7 +153,7 @@ def main() -> int:
             keep_cli_run(f"val-{recipe}-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure,
                          recipe=recipe, seed=seed)
     for minutes in args.minutes if "budget" in args.steps else []:
-        for recipe in args.recipes:
+        for recipe in args.recipes or CANDIDATES:
             requested = RunConfig.resolve(recipe, {"time_budget": minutes}).to_dict()
             keep_cli_run(f"budget-{recipe}-{minutes:g}min", ["--recipe", recipe, "--time-budget", f"{minutes:g}"],
                          requested, RESULTS, args.runs, args.remeasure, recipe=recipe, minutes=minutes)
@@ -165,7 +171,7 @@ def main() -> int:
         atomic_write_text(FRONTIER_JSON, json.dumps(curves(Path("benchmarks/results")), indent=1) + "\n")
         print(f"wrote {FRONTIER_JSON}")
     if "flops" in args.steps:
-        bench_flops(RESULTS / "flops.jsonl")
+        bench_flops(RESULTS / "flops.jsonl", args.recipes)
     if "plot" in args.steps:
         plot(RESULTS, ROOT / "docs" / "frontier.png")
     return 0

@@ -18,6 +18,7 @@ from cifar10cnn.models import Normalize, create_model, trainable_params
 from cifar10cnn.models.fast import WHITEN_EPS, patch_covariance, patch_rows, whitening_weights
 from cifar10cnn.recipes import FAST_SWITCHES
 from cifar10cnn.runtime import resolve_runtime
+from cifar10cnn.training.budget import calibration_images
 from cifar10cnn.training.ema import Lookahead
 from cifar10cnn.training.engine import train
 from cifar10cnn.training.hooks import BudgetReplan
@@ -203,6 +204,16 @@ def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
     assert schedule_steps(RunConfig.resolve("seed-aug"), 2, 100) == {"total": 200, "warmup": 800}  # no budget: 8 epochs
     assert schedule_steps(RunConfig.resolve("resnet", {"time_budget": 5.0}), 6, 100)["warmup"] == 20  # 2 of 60
 
+
+
+@pytest.mark.parametrize("batch, own, probe", [
+    (32, (96, 2048), (32, 1024)), (128, (384, 2560), (128, 1024)), (1024, (2048, 6144), (1024, 1024)),
+    (2000, (2000, 6000), (2000, 2000)), (100, (300, 2000), (100, 1000))])
+def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
+    """A partial batch is a shape the run never trains (fast-muon at batch 2,000 timed 3 batches and one of 144)."""
+    assert calibration_images(batch, 45_000) == own and calibration_images(batch, 45_000, 1024) == probe
+    assert all(n % batch == 0 for n in own + probe)
+    assert calibration_images(128, 300) == (300, 300)  # a tiny training split: all of it
 
 def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
     cfg = RunConfig.resolve("fast", {"time_budget": 1.0})

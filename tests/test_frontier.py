@@ -93,6 +93,48 @@ def test_fast_muon_trains_resumes_identically_and_refuses_bad_settings(data, tmp
             RunConfig.resolve("fast-muon", bad)
 
 
+
+@pytest.mark.parametrize("recipe, lr, decay, epochs, pflops", [
+    ("fast95", 10.0, 0.0153, 15, 1.39),  # airbench95: 1.39 PFLOPs in all
+    ("fast96", 9.0, 0.012, 31, 7.46 * 31 / 40)])  # airbench96: 7.46 PFLOPs for its first version's 40 epochs
+def test_fast95_and_fast96_are_airbench95_and_96_rewritten_for_a_mean_loss(recipe, lr, decay, epochs, pflops):
+    cfg, fast = RunConfig.resolve(recipe), RunConfig.resolve("fast")
+    assert cfg.lr * (1 + 1 / (1 - cfg.momentum)) == pytest.approx(lr)  # airbench's rate per 1,024 examples
+    assert cfg.weight_decay == pytest.approx(decay / lr)  # its decoupled decay as torch's coupled one (fast: / 11.5)
+    assert (cfg.epochs, cfg.batch_size, cfg.label_smoothing, cfg.norm_lr_scale) == (epochs, 1024, 0.2, 64.0)
+    assert (cfg.flip, cfg.tta_translate, cfg.whiten_bias_epochs) == (fast.flip, fast.tta_translate, 3)
+    rt = resolve_runtime("cpu", "fp32", True, None)
+    net = build_classifier("fast", [0.5] * 3, [0.25] * 3, 10, **cfg.model_options).train()
+    # airbench's published FLOPs per training image (its count: 50,000 images per epoch, the test passes too)
+    assert model_flops(net, rt)["train"] == pytest.approx(pflops * 1e15 / (epochs * 50_000), rel=0.05)
+
+
+def test_depth_3_groups_add_a_residual_around_their_last_two_convs():
+    from cifar10cnn.models.fast import ConvGroup
+
+    torch.manual_seed(0)
+    group, x = ConvGroup(8, 16, "gelu", False, depth=3, bn_momentum=0.1).train(), torch.randn(4, 8, 10, 10)
+    assert group.norm1.momentum == group.norm3.momentum == 0.1 and len(group.convs()) == 3
+    with torch.no_grad():
+        first = group.act(group.norm1(group.pool(group.conv1(x))))
+        branch = group.norm3(group.conv3(group.act(group.norm2(group.conv2(first)))))
+        assert torch.allclose(group(x), group.act(first + branch), atol=1e-6)
+        group.conv3.weight.zero_()  # the branch contributes nothing: what is left is the skip
+        assert torch.allclose(group(x), group.act(first), atol=1e-6)
+    with pytest.raises(UserError, match="depth must be 2 or 3"):
+        create_model("fast", depth=4)
+
+
+def test_fast96_trains_with_cutout_and_its_deeper_groups(data, tmp_path):
+    cfg = RunConfig.resolve("fast96", {"subset": 300, "val_size": 100, "batch_size": 100, "epochs": 2,
+                                       "whiten_bias_epochs": 1, "tta": False, "tta_translate": 0})
+    assert (cfg.cutout, cfg.crop_padding, cfg.model_options["depth"]) == (12, 4, 3)
+    run, m = train(cfg, tmp_path / "r", data=data, test=False)
+    weights = load_file(str(run / "model.safetensors"))
+    assert weights["net.groups.2.conv3.weight"].shape == (512, 512, 3, 3)
+    losses = [float(row.split(",")[1]) for row in (run / "history.csv").read_text().splitlines()[1:]]
+    assert m["epochs"] == len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+
 def test_flops_of_fast_match_its_architecture_and_the_attainable_rate_is_measured():
     rt = resolve_runtime("cpu", "fp32", True, None)
     net = build_classifier("fast", [0.5] * 3, [0.25] * 3, 10).train()

@@ -202,7 +202,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data, mo
         (["--batch-size", "-4"], "--batch-size must be a positive integer"),
         (["--lr", "0"], "--lr must be a positive number"),
         (["--lr=-1e-3"], "--lr must be a positive number"),
-        (["--recipe", "magic"], "unknown recipe 'magic'; valid recipes: fast, fast-muon, resnet, seed, seed-aug"),
+        (["--recipe", "magic"], "unknown recipe 'magic'; valid recipes: fast, fast-muon, fast95, fast96, resnet, "
+                                "seed, seed-aug"),
         (["--epochs", "many"], "invalid int value"),
         (["--device", "tpu"], "invalid --device"),
         (["--data-dir", "/nonexistent/cifar"], "CIFAR-10 folder not found"),

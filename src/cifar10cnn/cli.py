@@ -76,8 +76,8 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet, fast, fast-muon, "
-                                    "transfer-linear, transfer-finetune")
+    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet, fast, fast-muon, fast95, "
+                                    "fast96, transfer-linear, transfer-finetune")
     p.add_argument("--model", help="model name from `cifar10cnn models`")
     p.add_argument("--epochs", type=int, help="maximum epochs (seed recipe: 50, early stopping usually ends sooner)")
     p.add_argument("--batch-size", type=int, help="training batch size (seed recipe: 32)")

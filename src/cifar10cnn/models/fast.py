@@ -18,7 +18,9 @@ Other choices, each an option so its worth can be measured (the `fast` recipe's 
     bn_weight=False     BatchNorm scales fixed at 1, only the biases train (momentum 0.4, eps 1e-12)
     act="gelu"          or "relu"
     whiten=True         False: a plain trainable 2×2 conv in its place
-    widths=(64, 256, 256)
+    widths=(64, 256, 256)  the groups' channels (`fast95`: 128, 384, 384; `fast96`: 128, 512, 512)
+    depth=2             3: a third conv per group with a residual around the last two (airbench96)
+    bn_momentum=0.4     PyTorch's convention (airbench96: PyTorch's default, 0.1)
 
 `init_from_data(x)` (called by training on new runs, with a sample of normalised training images)
 computes the whitening weights. 1,971,352 trainable parameters (the 288 whitening weights are fixed),
@@ -68,10 +70,11 @@ def whitening_weights(x: torch.Tensor, size: int = 2, eps: float = WHITEN_EPS) -
 
 
 class BatchNorm(nn.BatchNorm2d):
-    """BatchNorm with a fixed (or trainable) scale: momentum 0.4 (airbench's 0.6 in Keras' convention), eps 1e-12."""
+    """BatchNorm with a fixed (or trainable) scale, eps 1e-12; momentum 0.4 (airbench's 0.6 in Keras' convention) by
+    default."""
 
-    def __init__(self, channels: int, weight: bool = False) -> None:
-        super().__init__(channels, eps=1e-12, momentum=0.4)
+    def __init__(self, channels: int, weight: bool = False, momentum: float = 0.4) -> None:
+        super().__init__(channels, eps=1e-12, momentum=momentum)
         self.weight.requires_grad_(weight)
 
 
@@ -84,24 +87,42 @@ def _activation(act: str) -> nn.Module:
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, c_in: int, c_out: int, act: str, bn_weight: bool) -> None:
+    """conv → max-pool 2 → BN → act → conv → BN → act; depth 3 adds a third conv → BN and a residual around the
+    last two convs (x + conv3(conv2(x)), the activation after the sum: airbench96)."""
+
+    def __init__(self, c_in: int, c_out: int, act: str, bn_weight: bool, depth: int = 2,
+                 bn_momentum: float = 0.4) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = BatchNorm(c_out, bn_weight)
+        self.norm1 = BatchNorm(c_out, bn_weight, bn_momentum)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.norm2 = BatchNorm(c_out, bn_weight)
+        self.norm2 = BatchNorm(c_out, bn_weight, bn_momentum)
+        if depth == 3:
+            self.conv3 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+            self.norm3 = BatchNorm(c_out, bn_weight, bn_momentum)
+        self.depth = depth
         self.act = _activation(act)
+
+    def convs(self) -> tuple[nn.Conv2d, ...]:
+        return (self.conv1, self.conv2, self.conv3) if self.depth == 3 else (self.conv1, self.conv2)
 
     def forward(self, x):
         x = self.act(self.norm1(self.pool(self.conv1(x))))
+        if self.depth == 3:
+            return self.act(x + self.norm3(self.conv3(self.act(self.norm2(self.conv2(x))))))
         return self.act(self.norm2(self.conv2(x)))
 
 
 class FastNet(ModelContract):
     def __init__(self, num_classes: int = 10, widths=(64, 256, 256), whiten: bool = True, dirac: bool = True,
-                 bn_weight: bool = False, act: str = "gelu", scale: float = 1 / 9) -> None:
+                 bn_weight: bool = False, act: str = "gelu", scale: float = 1 / 9, depth: int = 2,
+                 bn_momentum: float = 0.4) -> None:
         super().__init__()
+        if depth not in (2, 3):
+            raise ValueError(f"depth must be 2 or 3 convs per group, got {depth!r}")
+        if not 0 < bn_momentum <= 1:
+            raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum!r}")
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)
         nn.init.zeros_(self.whiten.bias)
         self.whiten.weight.requires_grad_(not whiten)  # fixed from the data when whitening
@@ -109,7 +130,7 @@ class FastNet(ModelContract):
         self.act = _activation(act)
         groups, c_in = [], 24
         for width in widths:
-            groups.append(ConvGroup(c_in, width, act, bn_weight))
+            groups.append(ConvGroup(c_in, width, act, bn_weight, depth, bn_momentum))
             c_in = width
         self.groups = nn.Sequential(*groups)
         self.pool = nn.MaxPool2d(3)
@@ -117,7 +138,7 @@ class FastNet(ModelContract):
         self.scale = scale
         if dirac:
             for group in self.groups:
-                for conv in (group.conv1, group.conv2):
+                for conv in group.convs():
                     with torch.no_grad():
                         nn.init.dirac_(conv.weight[:conv.in_channels])  # out channel i copies in channel i
 
@@ -139,11 +160,11 @@ class FastNet(ModelContract):
         return self.head
 
     def forward_features(self, x):
-        """The pooled 256-d features, scaled (the head has no bias: head(features) = forward(x))."""
+        """The pooled features (the last group's width), scaled (the head has no bias: head(features) = forward(x))."""
         return self.pool(self.groups(self.act(self.whiten(x)))).flatten(1) * self.scale
 
     def cam_layer(self) -> nn.Module:
-        return self.groups[-1].conv2
+        return self.groups[-1].convs()[-1]
 
     def param_roles(self) -> dict[str, set[str]]:
         """+ the whitening stem's bias: trained for the recipe's first `whiten_bias_epochs` only."""
