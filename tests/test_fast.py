@@ -210,7 +210,8 @@ def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
     (32, (96, 2048), (32, 1024)), (128, (384, 2560), (128, 1024)), (1024, (2048, 6144), (1024, 1024)),
     (2000, (2000, 6000), (2000, 2000)), (100, (300, 2000), (100, 1000))])
 def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
-    """A partial batch is a shape the run never trains (fast-muon at batch 2,000 timed 3 batches and one of 144)."""
+    """A partial batch is a shape the run never trains (at batch 2,000, fast-muon's run timed 3 batches and one of
+    144)."""
     assert calibration_images(batch, 45_000) == own and calibration_images(batch, 45_000, 1024) == probe
     assert all(n % batch == 0 for n in own + probe)
     assert calibration_images(128, 300) == (300, 300)  # a tiny training split: all of it

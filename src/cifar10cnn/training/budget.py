@@ -24,13 +24,12 @@ EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
-    """(warm-up images, timed images) of a speed measurement, whole batches of the recipe's batch size (a partial
-    batch is a shape the run never trains: at batch 2,000, 6,144 timed images were three batches and one of 144,
-    and `fast-muon` read 97 img/s where its epochs ran at ~130). A run's own: up to 3 batches (≤ 2,048 images
-    unless one batch is more) to warm up, then ~2,048–6,144 images timed (about 20 batches at small batch sizes),
-    enough to time but few enough not to eat a short budget at batch 1,024. probe_images: a quick estimate
-    instead: one batch warms up, then about probe_images (at least one batch) are timed. Capped at the training
-    split."""
+    """(warm-up images, timed images) of a speed measurement, in whole batches of the recipe's batch size (a
+    partial batch is a shape the run never trains: at batch 2,000, 6,144 timed images were three batches and one
+    of 144). A run's own: up to 3 batches (≤ 2,048 images unless one batch is more) to warm up, then ~2,048–6,144
+    images timed (about 20 batches at small batch sizes), enough to time but few enough not to eat a short budget
+    at batch 1,024. probe_images: a quick estimate instead: one batch warms up, then about probe_images (at least
+    one batch) are timed. Capped at the training split."""
     def whole(images: int) -> int:
         return min(batch_size * max(1, round(images / batch_size)), n_train)
 
