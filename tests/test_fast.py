@@ -70,7 +70,7 @@ def test_fast_model_shape_options_and_identity_init():
     assert trainable_params(create_model("fast", whiten=False)) == 1_971_352 + 288  # the stem trains instead
     assert isinstance(create_model("fast", act="relu").act, torch.nn.ReLU)
     with pytest.raises(UserError, match="bad options for model 'fast'"):
-        create_model("fast", depth=3)
+        create_model("fast", width_multiplier=2)  # not an option of this model
 
 
 def test_optimizer_groups_scale_bn_lr_keep_decay_per_step_and_freeze_the_whitening_bias():
