@@ -41,8 +41,8 @@ CANDIDATES = ("seed-aug", "resnet", "fast", "fast-muon")  # what `--time-budget`
 # commit of each): their recipe, from the page that published them
 LEGACY_BUDGET_RUNS = {"fast/budget-5min.json": "fast", "fast/budget-10min.json": "fast",
                       "model_table/seed-budget20.json": "seed-aug", "model_table/resnet20-budget20.json": "resnet"}
+# `bench --flops` cases: (recipe, batch size; None: the recipe's own)
 BENCH_CASES = (("seed", 32), ("seed", 128), ("fast", None), ("fast-muon", None), ("fast95", None), ("fast96", None))
-# ^ (recipe, batch; None: its own)
 
 
 def budget_runs(results: Path) -> list[tuple[str, str, dict]]:

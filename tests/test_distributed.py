@@ -210,3 +210,17 @@ def test_a_killed_rank_is_one_line_and_the_run_resumes_with_one_process(runs):
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == 3
     assert [s["world_size"] for s in m["distributed"]] == [2, 1] and m["distributed"][1]["from_epoch"] >= 2
+
+
+def test_a_time_budget_under_torchrun_checks_its_plan_on_every_rank(runs):
+    """The plan is checked within every epoch (a collective at the same step on every rank: rank 0 decides), and
+    after it; the run ends inside its budget with one report."""
+    out = runs / "budget"
+    at = TINY.index("--epochs")
+    flags = TINY[:at] + TINY[at + 2:] + ["--recipe", "seed", "--time-budget", "0.5", "--set", "schedule=onecycle"]
+    proc = torchrun(out, flags)
+    assert proc.wait(timeout=300) == 0, (runs / "budget.log").read_text()[-3000:]
+    log = (runs / "budget.log").read_text()
+    assert "Traceback" not in log and log.count("test accuracy") == 1 and log.count("epochs planned") == 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["budget"]["epochs_run"] == m["epochs"] >= 1 and m["distributed"][0]["world_size"] == 2

@@ -70,6 +70,16 @@ def test_every_command_shown_parses(page):
     assert not bad, f"{page.name} shows commands that do not parse: {bad}"
 
 
+def test_the_command_reference_and_the_help_name_every_recipe():
+    from cifar10cnn.recipes import RECIPES
+
+    listed = re.search(r"`--recipe ([a-z0-9|-]+)`", (ROOT / "docs" / "commands.md").read_text()).group(1)
+    assert sorted(listed.split("|")) == sorted(RECIPES)
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    help_text = next(a.help for a in train._actions if "--recipe" in a.option_strings)
+    assert all(name in help_text for name in RECIPES)
+
+
 def test_the_command_check_catches_a_wrong_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--no-such-flag"])

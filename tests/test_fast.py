@@ -1,10 +1,9 @@
 """The `fast` model and recipe: whitening stem, dirac init, optimizer groups, Lookahead, multi-crop TTA,
-every switch of the recipe, the re-planning time budget, resume."""
+every switch of the recipe, resume."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,12 +17,9 @@ from cifar10cnn.models import Normalize, create_model, trainable_params
 from cifar10cnn.models.fast import WHITEN_EPS, patch_covariance, patch_rows, whitening_weights
 from cifar10cnn.recipes import FAST_SWITCHES
 from cifar10cnn.runtime import resolve_runtime
-from cifar10cnn.training.budget import calibration_images
 from cifar10cnn.training.ema import Lookahead
 from cifar10cnn.training.engine import train
-from cifar10cnn.training.hooks import BudgetReplan
 from cifar10cnn.training.parts import freeze_finished_groups, make_optimizer, schedule_lr
-from cifar10cnn.training.state import TrainState, schedule_steps
 
 from .conftest import StopAfter, cli
 
@@ -195,45 +191,3 @@ def test_fast_recipe_end_to_end_with_multi_crop_tta_and_resume(fake_dir, tmp_pat
     train(cfg, tmp_path / "cut", data=data, resume=True)
     a, b = load_file(str(full / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
-    """seed-aug warms up 8 of its 40 epochs: a 2-epoch budget run warms up a fifth of its steps, not all of them."""
-    budget = RunConfig.resolve("seed-aug", {"time_budget": 2.0})
-    assert schedule_steps(budget, 2, 100) == {"total": 200, "warmup": 40}
-    assert schedule_steps(RunConfig.resolve("seed-aug"), 2, 100) == {"total": 200, "warmup": 800}  # no budget: 8 epochs
-    assert schedule_steps(RunConfig.resolve("resnet", {"time_budget": 5.0}), 6, 100)["warmup"] == 20  # 2 of 60
-
-
-
-@pytest.mark.parametrize("batch, own, probe", [
-    (32, (96, 2048), (32, 1024)), (128, (384, 2560), (128, 1024)), (1024, (2048, 6144), (1024, 1024)),
-    (2000, (2000, 6000), (2000, 2000)), (100, (300, 2000), (100, 1000))])
-def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
-    """A partial batch is a shape the run never trains (at batch 2,000, fast-muon's run timed 3 batches and one of
-    144)."""
-    assert calibration_images(batch, 45_000) == own and calibration_images(batch, 45_000, 1024) == probe
-    assert all(n % batch == 0 for n in own + probe)
-    assert calibration_images(128, 300) == (300, 300)  # a tiny training split: all of it
-
-def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
-    cfg = RunConfig.resolve("fast", {"time_budget": 1.0})
-    sched = schedule_steps(cfg, 10, 49)
-    assert sched == {"total": 490, "warmup": round(0.23 * 490)}
-    state = TrainState(10, sched["total"], sched["warmup"], epoch=2, budget={"final_eval_s": 5.0},
-                       history=[{"seconds": 10.0}, {"seconds": 10.0}])
-    clock = [30.0]
-    run = SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=49)
-    BudgetReplan().on_epoch_end(run, {})  # 60 − 30 − 5 = 25 s left: 2 more 10-s epochs fit
-    assert state.planned_epochs == 4 and state.schedule_total == 4 * 49
-    assert state.schedule_warmup == min(round(0.23 * 4 * 49), 2 * 49)  # the warm-up does not start again
-    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4}]
-    # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
-    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 4, 49))
-    assert (again.schedule_total, again.schedule_warmup) == (state.schedule_total, state.schedule_warmup)
-    clock[0] = 31.0
-    BudgetReplan().on_epoch_end(run, {})  # still fits: no change
-    assert state.planned_epochs == 4 and len(state.budget["replanned"]) == 1
-    clock[0] = 58.0
-    BudgetReplan().on_epoch_end(run, {})  # nothing fits any more: the run ends after this epoch
-    assert state.planned_epochs == 2 and state.finished

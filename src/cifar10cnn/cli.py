@@ -76,8 +76,9 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="named recipe: seed (default), seed-aug, resnet, fast, fast-muon, fast95, "
-                                    "fast96, transfer-linear, transfer-finetune")
+    from .recipes import RECIPES
+
+    p.add_argument("--recipe", help=f"named recipe: {', '.join(RECIPES)} (default seed)")
     p.add_argument("--model", help="model name from `cifar10cnn models`")
     p.add_argument("--epochs", type=int, help="maximum epochs (seed recipe: 50, early stopping usually ends sooner)")
     p.add_argument("--batch-size", type=int, help="training batch size (seed recipe: 32)")
@@ -439,8 +440,9 @@ def cmd_train(args) -> None:
         console.print(f"time budget {b['minutes']:g} min: planned {b['planned_epochs']} epochs "
                       f"(~{b['planned_seconds']:.0f} s), ran {b['epochs_run']} in {b['wall_seconds']:.0f} s"
                       f"{' (stopped early by the budget)' if b['stopped_by_budget'] else ''}"
-                      + "".join(f"; re-planned to {r['epochs']} after epoch {r['after_epoch']} (slower than "
-                                "measured)" for r in b.get("replanned", [])))
+                      + "".join(f"; re-planned to {r['epochs']} at epoch {r['after_epoch']:g} ("
+                                f"{'faster' if r['epochs'] > r.get('was', r['epochs']) else 'slower'} than measured)"
+                                for r in b.get("replanned", [])))
     console.print(f"run folder: {run_dir}")
     if args.report:
         from .evaluation.report import build_report

@@ -4,10 +4,15 @@ The speed is measured on a throw-away copy of the model and optimizer (the run i
 untouched): a few warm-up steps, then 6–64 timed training steps (≥ 2,048 images) with the recipe's
 augmentation, and a timed evaluation pass. The plan leaves room for validation after every epoch
 and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
-multi-crop TTA). The learning-rate schedule is then laid over the planned epochs. During the run,
-after every epoch, the plan is checked against the measured epoch times: if fewer epochs fit than
-planned, the schedule is re-laid over the epochs that fit (so it still anneals), and an epoch that
-would end past the budget is not started.
+multi-crop TTA). The learning-rate schedule is then laid over the planned epochs.
+
+During the run the plan is checked against the speed the run really has (`replan`): at a quarter, half and three
+quarters of every epoch (this epoch's pace so far) and after every epoch (the slower of the last two). When fewer
+epochs fit than planned, or more (with a 5% margin), the plan changes and the rest of the learning-rate decay is
+laid from the current rate over the new number of epochs (schedule.py's anchor): the rate never jumps, and it
+still anneals by the end. The epoch under way is always finished; an epoch that would end past the budget is
+not started. So a speed measurement that read the machine wrong costs part of an epoch, not the plan: at 20
+minutes `fast-muon` planned 1 epoch from a reading of 97 img/s where its epoch then ran at 109 and 2 would have fit.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ import torch
 
 from ..inference import predict_logits, tta_views
 from .loop import train_one_epoch
+from .schedule import decay_progress
+from .state import TrainState, schedule_steps
 
 EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
+UP_MARGIN = 1.05  # a re-plan adds epochs only if they fit at a 5% slower pace (it cannot take them back cheaply)
+CHECKS = (0.25, 0.5, 0.75)  # the fractions of every epoch at which the plan is checked, besides its end
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
@@ -44,6 +53,62 @@ def fit_epochs(budget_s: float, spent_s: float, epoch_s: float, final_eval_s: fl
     test pass; one at least (a budget too small for one epoch still trains one)."""
     epochs = max(1, math.floor((budget_s - spent_s - final_eval_s) / epoch_s))
     return epochs, spent_s + epochs * epoch_s + final_eval_s
+
+
+def epochs_that_fit(left_s: float, epochs_done: int, fraction: float, train_s: float, val_s: float) -> int:
+    """Epochs a run can finish with `left_s` seconds left before its final test pass, `epochs_done` finished and
+    `fraction` (0–1) of the next one trained, when an epoch's training takes `train_s` and its validation `val_s`.
+    The epoch under way is always finished."""
+    under_way = 1 if fraction > 0 else 0
+    finish_s = ((1.0 - fraction) * train_s + val_s) if under_way else 0.0
+    return epochs_done + under_way + max(0, math.floor((left_s - finish_s) / (train_s + val_s)))
+
+
+def relay_schedule(cfg, st: TrainState, step: int, epochs: int, steps_per_epoch: int) -> None:
+    """The schedule laid over `epochs` from optimizer step `step` on, continuing from where it is: past the
+    warm-up, the decay goes on from its current progress (an anchor) to its end at the new last step; during the
+    warm-up, the warm-up keeps its length, or is shortened to the new run's share of it (but not before now).
+    The new run has steps left: epochs × steps_per_epoch > step."""
+    new = schedule_steps(cfg, epochs, steps_per_epoch)
+    if step >= st.schedule_warmup:
+        anchor = [step, decay_progress(step, st.schedule_total, st.schedule_warmup, st.schedule_anchor)]
+        warmup = st.schedule_warmup
+    else:
+        anchor = None
+        warmup = st.schedule_warmup if st.schedule_warmup <= new["warmup"] else max(step, new["warmup"])
+    st.planned_epochs, st.schedule_total, st.schedule_warmup, st.schedule_anchor = epochs, new["total"], warmup, anchor
+
+
+def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, val_s: float,
+           steps_per_epoch: int) -> dict | None:
+    """Check the plan at `now_s` on the run's clock, `fraction` of the way through the epoch after `st.epoch` (0:
+    between epochs), with an epoch's training taking `train_s` and its validation `val_s`: if fewer epochs fit
+    than planned, or more at UP_MARGIN's slower pace while the schedule has steps left, re-plan (relay_schedule)
+    and return the re-plan's record (kept in the budget's "replanned"); else None."""
+    left = cfg.time_budget * 60 - now_s - st.budget["final_eval_s"]
+    step = round((st.epoch + fraction) * steps_per_epoch)
+    fits = epochs_that_fit(left, st.epoch, fraction, train_s, val_s)
+    if fits > st.planned_epochs:
+        if step >= st.schedule_total:  # the schedule has ended: more epochs would only train at its last rate
+            return None
+        fits = max(st.planned_epochs,
+                   epochs_that_fit(left, st.epoch, fraction, train_s * UP_MARGIN, val_s * UP_MARGIN))
+    if fits == st.planned_epochs:
+        return None
+    record = {"after_epoch": round(st.epoch + fraction, 2), "epochs": fits, "was": st.planned_epochs}
+    if fits > st.epoch:
+        relay_schedule(cfg, st, step, fits, steps_per_epoch)
+    else:  # nothing more fits: the run ends after this epoch (the schedule stays as it was)
+        st.planned_epochs = fits
+    st.budget.setdefault("replanned", []).append(record)
+    return record
+
+
+def replan_line(record: dict) -> str:
+    faster = record["epochs"] > record["was"]
+    return (f"time budget: this machine runs {'faster' if faster else 'slower'} than measured — {record['epochs']} "
+            f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']} planned); the rest of the "
+            "schedule is laid from the current learning rate to end there")
 
 
 def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
@@ -75,7 +140,8 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     epochs, planned_s = fit_epochs(cfg.time_budget * 60, spent_s + calibration_s, epoch_s, final_eval_s)
     return {
         "minutes": cfg.time_budget, "train_images_per_s": round(train_ips, 1), "eval_images_per_s": round(eval_ips, 1),
-        "estimated_epoch_s": round(epoch_s, 2), "final_eval_s": round(final_eval_s, 2),
+        "estimated_epoch_s": round(epoch_s, 2), "validation_s": round(n_val / eval_ips, 2),
+        "final_eval_s": round(final_eval_s, 2),
         "calibration_s": round(calibration_s + spent_s, 2), "planned_epochs": epochs,
         "planned_seconds": round(planned_s, 1),
         "stopped_by_budget": False,

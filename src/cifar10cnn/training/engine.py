@@ -40,7 +40,7 @@ from ..runs import (
 )
 from ..runtime import resolve_runtime
 from ..weights import save_weights
-from .budget import plan_budget
+from .budget import CHECKS, plan_budget, replan, replan_line
 from .checkpoint import load_checkpoint
 from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
 from .distributed import start as start_group
@@ -263,7 +263,7 @@ def train_epoch(run: Run) -> tuple[dict, dict]:
                                  cfg.batch_size // g.world_size, p.scaler, on_batch=advance, augment=p.augment,
                                  epoch=epoch, generator=g_aug, lr_at=lr_schedule(run),
                                  start_step=(epoch - 1) * run.steps_per_epoch, label_smoothing=cfg.label_smoothing,
-                                 ema=p.ema, after_step=lookahead_step(run, epoch))
+                                 ema=p.ema, after_step=after_steps(lookahead_step(run, epoch), budget_check(run, t0)))
     except TrainingDiverged as e:
         kept = (f"last good checkpoint: epoch {st.epoch} in {checkpoint_path(run.out)}" if st.epoch
                 else "no epoch finished")
@@ -301,7 +301,7 @@ def lr_schedule(run: Run):
 
     def lr_at(step: int) -> float:
         return cfg.lr * lr_factor(cfg.schedule, step, st.schedule_total, st.schedule_warmup, cfg.lr_start_factor,
-                                  cfg.lr_end_factor)
+                                  cfg.lr_end_factor, st.schedule_anchor)
 
     return lr_at
 
@@ -312,6 +312,49 @@ def lookahead_step(run: Run, epoch: int):
     if la is None or epoch < run.cfg.lookahead_from_epoch:
         return None
     return lambda step: la.step(run.parts.fit, step, run.state.schedule_total)
+
+
+def budget_check(run: Run, started: float):
+    """after_step(step) for the loop under a time budget: at CHECKS of the epoch (begun at perf_counter()
+    `started`), rank 0 checks the plan against this epoch's pace so far (or the last epoch's, if that was slower)
+    and every rank takes its decision (budget.replan); else None."""
+    st, n = run.state, run.steps_per_epoch
+    if not st.budget:
+        return None
+    first = st.epoch * n  # the global step the epoch began after
+    at = {first + k: k / n for k in {round(q * n) for q in CHECKS} if 0 < k < n}
+
+    def check(step: int) -> tuple | None:
+        fraction = at[step]
+        images = len(run.data.train_idx)
+        last = st.history[-1] if st.history else None
+        train_s = (time.perf_counter() - started) / fraction
+        if last is not None:  # the slower of this epoch's pace and the last epoch's
+            last_train_s = images / last["images_per_s"]
+            train_s, val_s = max(train_s, last_train_s), max(0.0, last["seconds"] - last_train_s)
+        else:
+            val_s = st.budget.get("validation_s", 0.0)  # (a plan saved before it was kept: none)
+        record = replan(run.cfg, st, run.clock(), fraction, train_s, val_s, n)
+        if record is None:
+            return None
+        console.print(replan_line(record))
+        return st.planned_epochs, st.schedule_total, st.schedule_warmup, st.schedule_anchor
+
+    def after_step(step: int) -> None:
+        if step in at:
+            decided = run.dist.on_main(lambda: check(step))  # every rank at the same step: rank 0's decision
+            if decided is not None:
+                st.planned_epochs, st.schedule_total, st.schedule_warmup, st.schedule_anchor = decided
+
+    return after_step
+
+
+def after_steps(*calls):
+    """One after_step(step) for the loop that makes each of `calls` that is not None, in order."""
+    calls = [c for c in calls if c is not None]
+    if not calls:
+        return None
+    return lambda step: [c(step) for c in calls]
 
 
 def is_better(cfg: RunConfig, value: float | None, best: float | None) -> bool:

@@ -14,14 +14,13 @@ HistoryFile → ConsoleLine → BudgetReplan (with --time-budget) → Checkpoint
 
 from __future__ import annotations
 
-import math
-
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text, csv_text
 from ..progress import console
 from ..runs import HISTORY_FIELDS, checkpoint_path, replace_run
+from .budget import replan, replan_line
 from .checkpoint import save_checkpoint
-from .state import Run, schedule_steps
+from .state import Run
 
 
 class Hook:
@@ -72,24 +71,16 @@ def epoch_seconds(history: list[dict]) -> float:
 
 
 class BudgetReplan(Hook):
-    """--time-budget: after an epoch, if the planned epochs no longer fit (the machine runs slower than
-    measured at the start), plan fewer and lay the schedule over them, so the learning rate still anneals
-    by the end. Runs before Checkpoint, so a resumed run continues the re-planned schedule."""
+    """--time-budget: after an epoch, if fewer or more epochs fit than planned (the machine runs slower or faster
+    than measured at the start; the slower of the last two epochs counts), re-plan and lay the rest of the schedule
+    from the current learning rate over them (budget.replan), so it still anneals by the end. Runs before
+    Checkpoint, so a resumed run continues the re-planned schedule."""
 
     def on_epoch_end(self, run: Run, row: dict) -> None:
-        st, cfg = run.state, run.cfg
-        left = cfg.time_budget * 60 - run.clock() - st.budget["final_eval_s"]
-        fits = st.epoch + max(0, math.floor(left / epoch_seconds(st.history)))
-        if fits >= st.planned_epochs:
-            return
-        st.budget.setdefault("replanned", []).append({"after_epoch": st.epoch, "epochs": fits})
-        st.planned_epochs = fits
-        if fits > st.epoch:
-            sched = schedule_steps(cfg, fits, run.steps_per_epoch)
-            # the warm-up already happened; keep it from starting again if the new total makes it longer
-            st.schedule_total, st.schedule_warmup = sched["total"], min(sched["warmup"], st.epoch * run.steps_per_epoch)
-        console.print(f"time budget: this machine runs slower than measured — {fits} epochs now fit; "
-                      "the schedule is re-laid to end there")
+        record = replan(run.cfg, run.state, run.clock(), 0.0, epoch_seconds(run.state.history), 0.0,
+                        run.steps_per_epoch)
+        if record is not None:
+            console.print(replan_line(record))
 
 
 def over_budget(run: Run) -> bool:

@@ -2,7 +2,7 @@
 everything that changes from epoch to epoch, saved in every checkpoint).
 
 A resumed run continues from exactly this state (the learning-rate schedule included: a time budget
-may have re-laid it over fewer epochs), so it ends with the same weights as an uninterrupted run.
+may have re-laid it over fewer or more epochs), so it ends with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class TrainState:
     planned_epochs: int  # epochs the run will train (a time budget may lower it while the run goes)
     schedule_total: int  # optimizer steps the learning-rate schedule spans
     schedule_warmup: int  # of which warm-up steps
+    schedule_anchor: list | None = None  # [step, decay progress]: a time budget re-laid the decay from there
     epoch: int = 0  # epochs finished
     best: float | None = None  # best monitored validation value so far
     best_epoch: int = 0

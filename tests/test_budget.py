@@ -1,0 +1,150 @@
+"""`--time-budget`: the speed measurement, the plan, and the re-plans while the run goes — fewer epochs on a slower
+machine, more on a faster one — with the rest of the learning-rate decay laid from the current rate."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cifar10cnn.config import RunConfig
+from cifar10cnn.training import engine
+from cifar10cnn.training.budget import calibration_images, epochs_that_fit, relay_schedule
+from cifar10cnn.training.engine import train
+from cifar10cnn.training.hooks import BudgetReplan
+from cifar10cnn.training.schedule import lr_factor
+from cifar10cnn.training.state import TrainState, schedule_steps
+
+
+def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
+    """seed-aug warms up 8 of its 40 epochs: a 2-epoch budget run warms up a fifth of its steps, not all of them."""
+    budget = RunConfig.resolve("seed-aug", {"time_budget": 2.0})
+    assert schedule_steps(budget, 2, 100) == {"total": 200, "warmup": 40}
+    assert schedule_steps(RunConfig.resolve("seed-aug"), 2, 100) == {"total": 200, "warmup": 800}  # no budget: 8 epochs
+    assert schedule_steps(RunConfig.resolve("resnet", {"time_budget": 5.0}), 6, 100)["warmup"] == 20  # 2 of 60
+
+
+@pytest.mark.parametrize("batch, own, probe", [
+    (32, (96, 2048), (32, 1024)), (128, (384, 2560), (128, 1024)), (1024, (2048, 6144), (1024, 1024)),
+    (2000, (2000, 6000), (2000, 2000)), (100, (300, 2000), (100, 1000))])
+def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
+    """A partial batch is a shape the run never trains (at batch 2,000, fast-muon's run timed 3 batches and one of
+    144)."""
+    assert calibration_images(batch, 45_000) == own and calibration_images(batch, 45_000, 1024) == probe
+    assert all(n % batch == 0 for n in own + probe)
+    assert calibration_images(128, 300) == (300, 300)  # a tiny training split: all of it
+
+
+def test_epochs_that_fit_always_finish_the_epoch_under_way():
+    assert epochs_that_fit(25.0, 2, 0.0, 8.0, 2.0) == 4  # between epochs: two more 10-s epochs
+    assert epochs_that_fit(25.0, 2, 0.5, 8.0, 2.0) == 4  # 6 s finish the third, one more of 10 s fits in 19
+    assert epochs_that_fit(5.0, 2, 0.5, 8.0, 2.0) == 3  # the third does not fit: it is finished anyway
+    assert epochs_that_fit(-3.0, 0, 0.0, 8.0, 2.0) == 0
+
+
+def factors(cfg, st: TrainState, steps) -> list[float]:
+    return [lr_factor(cfg.schedule, s, st.schedule_total, st.schedule_warmup, cfg.lr_start_factor,
+                      cfg.lr_end_factor, st.schedule_anchor) for s in steps]
+
+
+@settings(max_examples=200, deadline=None)
+@given(recipe=st.sampled_from(["fast", "seed-aug", "resnet"]), n=st.integers(1, 60), planned=st.integers(1, 12),
+       replans=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 12)), min_size=1, max_size=4))
+def test_a_replan_lays_the_rest_of_the_decay_from_the_current_rate(recipe, n, planned, replans):
+    """However often the run's length is re-planned (up or down), past the warm-up the learning rate never jumps,
+    never rises, and still ends at the schedule's end value at the new last step."""
+    cfg = RunConfig.resolve(recipe, {"time_budget": 10.0})
+    sched = schedule_steps(cfg, planned, n)
+    state = TrainState(planned, sched["total"], sched["warmup"])
+    step, lrs = 0, []
+    for where, epochs in replans:
+        target = min(state.schedule_total, step + round(where * (state.schedule_total - step)))
+        lrs += factors(cfg, state, range(step, target))
+        step = target
+        epochs = max(epochs, step // n + 1)  # a re-plan leaves steps to train (replan ends a run without one)
+        before = factors(cfg, state, [step])[0]
+        warm = step < state.schedule_warmup
+        relay_schedule(cfg, state, step, epochs, n)
+        assert state.schedule_total == epochs * n and state.planned_epochs == epochs
+        if not warm:  # past the warm-up: the same rate at the step of the re-plan
+            assert factors(cfg, state, [step])[0] == pytest.approx(before)
+    lrs += factors(cfg, state, range(step, state.schedule_total))
+    decay = lrs[state.schedule_warmup:]
+    assert all(b <= a + 1e-12 for a, b in zip(decay, decay[1:], strict=False))  # never rises after the warm-up
+    if state.schedule_total > state.schedule_warmup:
+        end = factors(cfg, state, [state.schedule_total])[0]
+        assert end == pytest.approx(cfg.lr_end_factor if cfg.schedule != "constant" else 1.0)
+
+
+def replan_run(cfg, planned: int, clock: list, history: list):
+    sched = schedule_steps(cfg, planned, 49)
+    state = TrainState(planned, sched["total"], sched["warmup"], epoch=len(history), budget={"final_eval_s": 5.0},
+                       history=history)
+    return state, SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=49)
+
+
+def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
+    cfg = RunConfig.resolve("fast", {"time_budget": 1.0})
+    assert schedule_steps(cfg, 10, 49) == {"total": 490, "warmup": round(0.23 * 490)}
+    clock = [30.0]
+    state, run = replan_run(cfg, 10, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
+    BudgetReplan().on_epoch_end(run, {})  # 60 − 30 − 5 = 25 s left: 2 more 10-s epochs fit
+    assert state.planned_epochs == 4 and state.schedule_total == 4 * 49
+    # 98 steps done, still in the 113-step warm-up: it ends now (the new run's share, 45, has passed)
+    assert state.schedule_warmup == 2 * 49 and state.schedule_anchor is None
+    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4, "was": 10}]
+    # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
+    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 4, 49))
+    assert (again.schedule_total, again.schedule_warmup, again.schedule_anchor) == (
+        state.schedule_total, state.schedule_warmup, state.schedule_anchor)
+    clock[0] = 31.0
+    BudgetReplan().on_epoch_end(run, {})  # still fits: no change
+    assert state.planned_epochs == 4 and len(state.budget["replanned"]) == 1
+    clock[0] = 58.0
+    BudgetReplan().on_epoch_end(run, {})  # nothing fits any more: the run ends after this epoch
+    assert state.planned_epochs == 2 and state.finished
+
+
+def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rate():
+    cfg = RunConfig.resolve("fast", {"time_budget": 2.0})
+    clock = [40.0]
+    state, run = replan_run(cfg, 3, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
+    before = factors(cfg, state, [98])[0]
+    BudgetReplan().on_epoch_end(run, {})  # 120 − 40 − 5 = 75 s: 7 more epochs of 10 s (10.5 with the margin)
+    assert state.planned_epochs == 9 and state.budget["replanned"] == [{"after_epoch": 2, "epochs": 9, "was": 3}]
+    assert state.schedule_anchor[0] == 98 and factors(cfg, state, [98])[0] == pytest.approx(before)
+    assert factors(cfg, state, [9 * 49])[0] == pytest.approx(cfg.lr_end_factor)
+    clock[0] = 49.0  # 66 s left: 6.6 epochs of 10 s, but 6.29 of 10.5: a 5% margin before adding one
+    state2, run2 = replan_run(cfg, 8, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
+    BudgetReplan().on_epoch_end(run2, {})
+    assert state2.planned_epochs == 8 and "replanned" not in state2.budget
+    # after the last planned epoch the schedule has ended: a faster machine adds no epochs at its last rate
+    state3, run3 = replan_run(cfg, 2, [10.0], [{"seconds": 10.0}, {"seconds": 10.0}])
+    BudgetReplan().on_epoch_end(run3, {})
+    assert state3.planned_epochs == 2 and state3.finished
+
+
+@pytest.mark.parametrize("planned, speed", [(1, 1.0), (1000, 1e6)])
+def test_the_plan_is_checked_during_an_epoch(data, tmp_path, monkeypatch, planned, speed):
+    """A training speed measurement that read the machine wrong (far too slow: 1 epoch planned; far too fast:
+    1,000) is corrected a quarter of the way into the first epoch, from that epoch's own pace."""
+    cfg = RunConfig.resolve("seed-aug", {"time_budget": 0.15, "subset": 300, "val_size": 100, "batch_size": 20})
+
+    def misread(cfg, *args, **kwargs) -> dict:
+        return {"minutes": cfg.time_budget, "train_images_per_s": speed, "eval_images_per_s": 1000.0,
+                "estimated_epoch_s": 300 / speed + 0.1, "validation_s": 0.1, "final_eval_s": 1.0,
+                "calibration_s": 0.0, "planned_epochs": planned, "planned_seconds": 1.0, "stopped_by_budget": False}
+
+    monkeypatch.setattr(engine, "plan_budget", misread)
+    out, m = train(cfg, tmp_path / "run", data=data, test=False)
+    first = m["budget"]["replanned"][0]
+    assert first["was"] == planned and 0 < first["after_epoch"] < 0.5  # a quarter into epoch 1 (in whole steps)
+    assert (first["epochs"] > planned) == (planned == 1) and m["budget"]["epochs_run"] == m["epochs"]
+    rows = [r.split(",") for r in (out / "history.csv").read_text().splitlines()]
+    lrs = [float(r[rows[0].index("lr")]) for r in rows[1:]]
+    if planned == 1:  # the run trains the epochs that fit and the rate falls from the first check on
+        assert m["epochs"] > 1 and all(b < a for a, b in zip(lrs, lrs[1:], strict=False))
+    assert m["wall_seconds"] <= cfg.time_budget * 60 * 2
