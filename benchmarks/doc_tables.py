@@ -445,10 +445,19 @@ def frontier_runs() -> str:
         auto = name.startswith("frontier/auto-")
         recipe = f"**auto → `{r['recipe']}`**" if auto else f"`{r['recipe']}`"
         cmd = f"`cifar10cnn train {'' if auto else '--recipe ' + r['recipe'] + ' '}--time-budget {r['minutes']:g}`"
-        rows.append([f"{r['minutes']:g}", recipe, r["epochs"], f"{r['test_accuracy']:.2%}",
+        rows.append([f"{r['minutes']:g}", recipe, budget_epochs(r), f"{r['test_accuracy']:.2%}",
                      f"{r['test_accuracy_tta']:.2%}", f"{r['wall_seconds'] / 60:.1f}", origin(name, r)[0], cmd])
-    return table(["budget (min)", "recipe", "epochs", "test accuracy, single view", "with the recipe's TTA",
-                  "wall min", "measured on", "command"], rows)
+    return table(["budget (min)", "recipe", "epochs run (planned; re-planned to)", "test accuracy, single view",
+                  "with the recipe's TTA", "wall min", "measured on", "command"], rows)
+
+
+def budget_epochs(kept: dict) -> str:
+    """The epochs a budget run ran; if it re-planned, what it planned first and each re-plan (E at epoch X)."""
+    b = kept.get("budget") or {}
+    if not b.get("replanned"):
+        return str(kept["epochs"])
+    replans = ", ".join(f"{x['epochs']} at epoch {x['after_epoch']:g}" for x in b["replanned"])
+    return f"{kept['epochs']} (planned {b['planned_epochs']}; {replans})"
 
 
 def frontier_curves() -> str:
