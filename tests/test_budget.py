@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cifar10cnn.config import RunConfig
 from cifar10cnn.training import engine
-from cifar10cnn.training.budget import calibration_images, epochs_that_fit, relay_schedule
+from cifar10cnn.training.budget import calibration_images, epochs_that_fit, relay_schedule, replan_line
 from cifar10cnn.training.engine import train
 from cifar10cnn.training.hooks import BudgetReplan
 from cifar10cnn.training.schedule import lr_factor
@@ -106,6 +106,8 @@ def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier()
     clock[0] = 58.0
     BudgetReplan().on_epoch_end(run, {})  # nothing fits any more: the run ends after this epoch
     assert state.planned_epochs == 2 and state.finished
+    assert replan_line(state.budget["replanned"][-1]).endswith("the run ends after this epoch")
+    assert "laid from the current learning rate" in replan_line(state.budget["replanned"][0])
 
 
 def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rate():

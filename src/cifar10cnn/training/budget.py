@@ -105,10 +105,12 @@ def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, v
 
 
 def replan_line(record: dict) -> str:
-    faster = record["epochs"] > record["was"]
+    """The console line of a re-plan (its record from `replan`)."""
+    faster, ends = record["epochs"] > record["was"], record["epochs"] <= record["after_epoch"]
     return (f"time budget: this machine runs {'faster' if faster else 'slower'} than measured — {record['epochs']} "
-            f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']} planned); the rest of the "
-            "schedule is laid from the current learning rate to end there")
+            f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']} planned); "
+            + ("the run ends after this epoch" if ends else
+               "the rest of the schedule is laid from the current learning rate to end there"))
 
 
 def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,

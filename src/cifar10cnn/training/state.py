@@ -20,7 +20,7 @@ from .parts import Parts, Resident
 
 @dataclass
 class TrainState:
-    planned_epochs: int  # epochs the run will train (a time budget may lower it while the run goes)
+    planned_epochs: int  # epochs the run will train (a time budget may change it while the run goes)
     schedule_total: int  # optimizer steps the learning-rate schedule spans
     schedule_warmup: int  # of which warm-up steps
     schedule_anchor: list | None = None  # [step, decay progress]: a time budget re-laid the decay from there
