@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from cifar10cnn.config import RunConfig
 from cifar10cnn.training import engine
-from cifar10cnn.training.budget import calibration_images, epochs_that_fit, relay_schedule, replan_line
+from cifar10cnn.training.budget import calibration_images, epochs_that_fit, relay_schedule, replan_line, up_pace
 from cifar10cnn.training.engine import train
 from cifar10cnn.training.hooks import BudgetReplan
-from cifar10cnn.training.schedule import lr_factor
+from cifar10cnn.training.schedule import lr_factor, run_progress
 from cifar10cnn.training.state import TrainState, schedule_steps
 
 
@@ -50,33 +50,51 @@ def factors(cfg, st: TrainState, steps) -> list[float]:
                       cfg.lr_end_factor, st.schedule_anchor) for s in steps]
 
 
+def progresses(st: TrainState, steps) -> list[float]:
+    return [run_progress(s, st.schedule_total, st.progress_anchor) for s in steps]
+
+
 @settings(max_examples=200, deadline=None)
 @given(recipe=st.sampled_from(["fast", "seed-aug", "resnet"]), n=st.integers(1, 60), planned=st.integers(1, 12),
        replans=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 12)), min_size=1, max_size=4))
 def test_a_replan_lays_the_rest_of_the_decay_from_the_current_rate(recipe, n, planned, replans):
     """However often the run's length is re-planned (up or down), past the warm-up the learning rate never jumps,
-    never rises, and still ends at the schedule's end value at the new last step."""
+    never rises, and still ends at the schedule's end value at the new last step; the run's progress (Lookahead's
+    averaging strength) never jumps, never falls, and reaches 1 at the new last step."""
     cfg = RunConfig.resolve(recipe, {"time_budget": 10.0})
     sched = schedule_steps(cfg, planned, n)
     state = TrainState(planned, sched["total"], sched["warmup"])
-    step, lrs = 0, []
+    step, lrs, progress = 0, [], []
     for where, epochs in replans:
         target = min(state.schedule_total, step + round(where * (state.schedule_total - step)))
         lrs += factors(cfg, state, range(step, target))
+        progress += progresses(state, range(step, target))
         step = target
         epochs = max(epochs, step // n + 1)  # a re-plan leaves steps to train (replan ends a run without one)
-        before = factors(cfg, state, [step])[0]
+        before, progress_before = factors(cfg, state, [step])[0], progresses(state, [step])[0]
         warm = step < state.schedule_warmup
         relay_schedule(cfg, state, step, epochs, n)
         assert state.schedule_total == epochs * n and state.planned_epochs == epochs
         if not warm:  # past the warm-up: the same rate at the step of the re-plan
             assert factors(cfg, state, [step])[0] == pytest.approx(before)
+        assert progresses(state, [step])[0] == pytest.approx(progress_before)
     lrs += factors(cfg, state, range(step, state.schedule_total))
+    progress += progresses(state, range(step, state.schedule_total + 1))
     decay = lrs[state.schedule_warmup:]
     assert all(b <= a + 1e-12 for a, b in zip(decay, decay[1:], strict=False))  # never rises after the warm-up
     if state.schedule_total > state.schedule_warmup:
         end = factors(cfg, state, [state.schedule_total])[0]
         assert end == pytest.approx(cfg.lr_end_factor if cfg.schedule != "constant" else 1.0)
+    assert all(b >= a - 1e-12 for a, b in zip(progress, progress[1:], strict=False))
+    assert progress[-1] == pytest.approx(1.0)
+
+
+def test_without_a_replan_the_run_progress_is_step_over_total_exactly():
+    """Lookahead's ρ reads run_progress: without a re-plan it is the `min(1, step/total)` it always was, bit for
+    bit (runs without a time budget, and budget runs that keep their plan, give the same weights)."""
+    for total in (1, 7, 49, 490, 4410):
+        for step in range(1, total + 3):
+            assert run_progress(step, total) == min(1.0, step / total)
 
 
 def replan_run(cfg, planned: int, clock: list, history: list):
@@ -98,8 +116,7 @@ def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier()
     assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4, "was": 10}]
     # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
     again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 4, 49))
-    assert (again.schedule_total, again.schedule_warmup, again.schedule_anchor) == (
-        state.schedule_total, state.schedule_warmup, state.schedule_anchor)
+    assert again.plan() == state.plan() and state.progress_anchor == [98, pytest.approx(98 / 490)]
     clock[0] = 31.0
     BudgetReplan().on_epoch_end(run, {})  # still fits: no change
     assert state.planned_epochs == 4 and len(state.budget["replanned"]) == 1
@@ -118,6 +135,8 @@ def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rat
     BudgetReplan().on_epoch_end(run, {})  # 120 − 40 − 5 = 75 s: 7 more epochs of 10 s (10.5 with the margin)
     assert state.planned_epochs == 9 and state.budget["replanned"] == [{"after_epoch": 2, "epochs": 9, "was": 3}]
     assert state.schedule_anchor[0] == 98 and factors(cfg, state, [98])[0] == pytest.approx(before)
+    assert state.progress_anchor == [98, pytest.approx(98 / (3 * 49))]  # Lookahead's averaging goes on from 2/3
+    assert progresses(state, [98, 9 * 49]) == [pytest.approx(2 / 3), 1.0]
     assert factors(cfg, state, [9 * 49])[0] == pytest.approx(cfg.lr_end_factor)
     clock[0] = 49.0  # 66 s left: 6.6 epochs of 10 s, but 6.29 of 10.5: a 5% margin before adding one
     state2, run2 = replan_run(cfg, 8, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
@@ -127,6 +146,28 @@ def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rat
     state3, run3 = replan_run(cfg, 2, [10.0], [{"seconds": 10.0}, {"seconds": 10.0}])
     BudgetReplan().on_epoch_end(run3, {})
     assert state3.planned_epochs == 2 and state3.finished
+
+
+
+def test_epochs_are_added_only_at_the_pace_of_the_slowest_epoch_so_far():
+    """Epoch times vary by ±8% on a busy VM: a plan raised whenever the last two epochs ran fast went up and down
+    ten times in one run (`resnet` at 60 min). An epoch is added only if it fits at the slowest epoch's pace
+    (after the first, which may include warm-up), with the 5% margin; taking one away is unchanged."""
+    cfg = RunConfig.resolve("fast", {"time_budget": 2.0})
+    assert up_pace([{"seconds": 30.0}, {"seconds": 10.0}, {"seconds": 10.0}], 10.0) == pytest.approx(1.05)
+    assert up_pace([{"seconds": 10.0}, {"seconds": 12.0}, {"seconds": 10.0}], 10.0) == pytest.approx(1.26)
+    assert up_pace([], 10.0) == up_pace([{"seconds": 8.0}], 10.0) == pytest.approx(1.05)
+    fast_again = [{"seconds": 10.0}, {"seconds": 12.0}, {"seconds": 10.0}, {"seconds": 10.0}]
+    clock = [40.0]  # 75 s left: 7 more epochs of 10 s (10.5 with the margin), but 5 of 12.6
+    state, run = replan_run(cfg, 8, clock, fast_again)
+    BudgetReplan().on_epoch_end(run, {})
+    assert state.planned_epochs == 9  # 4 done + 5: one more than planned
+    state, run = replan_run(cfg, 8, clock, [{"seconds": 10.0}] * 4)
+    BudgetReplan().on_epoch_end(run, {})
+    assert state.planned_epochs == 11  # 4 done + 7 at 10.5 s
+    clock[0] = 60.0  # 55 s left: 5 of 10 s fit, fewer than the 11 planned: down at once, whatever the slowest
+    BudgetReplan().on_epoch_end(run, {})
+    assert state.planned_epochs == 9
 
 
 @pytest.mark.parametrize("planned, speed", [(1, 1.0), (1000, 1e6)])

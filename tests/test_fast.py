@@ -106,13 +106,13 @@ def test_lookahead_starts_from_the_weights_then_pulls_them_back():
     la = Lookahead(model, every=5)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    la.step(model, 3, 100)  # not a multiple of 5: nothing happens
+    la.step(model, 3, 0.03)  # not a multiple of 5: nothing happens
     assert not la.started
-    la.step(model, 5, 100)  # first: the average starts at the weights
+    la.step(model, 5, 0.05)  # first: the average starts at the weights
     assert la.started and torch.equal(la.module.weight, model.weight)
     with torch.no_grad():
         model.weight.fill_(3.0)
-    la.step(model, 100, 100)  # at the end ρ = 0.95⁵: avg = ρ·1 + (1 − ρ)·3, and the weights jump to it
+    la.step(model, 100, 1.0)  # at the end ρ = 0.95⁵: avg = ρ·1 + (1 − ρ)·3, and the weights jump to it
     rho = 0.95 ** 5
     assert torch.allclose(model.weight, torch.full((1, 2), rho + (1 - rho) * 3))
     assert torch.equal(la.module.weight, model.weight)

@@ -410,6 +410,7 @@ def _check_resume_flags(out: Path, overrides: dict) -> None:
 
 def cmd_train(args) -> None:
     from .config import RunConfig, parse_settings, read_config_file
+    from .training.budget import replan_direction
     from .training.distributed import DistOptions, is_rank_zero
     from .training.engine import train
 
@@ -441,7 +442,7 @@ def cmd_train(args) -> None:
                       f"(~{b['planned_seconds']:.0f} s), ran {b['epochs_run']} in {b['wall_seconds']:.0f} s"
                       f"{' (stopped early by the budget)' if b['stopped_by_budget'] else ''}"
                       + "".join(f"; re-planned to {r['epochs']} at epoch {r['after_epoch']:g} ("
-                                f"{'faster' if r['epochs'] > r.get('was', r['epochs']) else 'slower'} than measured)"
+                                f"{replan_direction(r)} than measured)"
                                 for r in b.get("replanned", [])))
     console.print(f"run folder: {run_dir}")
     if args.report:

@@ -8,9 +8,9 @@ multi-crop TTA). The learning-rate schedule is then laid over the planned epochs
 
 During the run the plan is checked against the speed the run really has (`replan`): at a quarter, half and three
 quarters of every epoch (this epoch's pace so far) and after every epoch (the slower of the last two). When fewer
-epochs fit than planned, or more (with a 5% margin), the plan changes and the rest of the learning-rate decay is
-laid from the current rate over the new number of epochs (schedule.py's anchor): the rate never jumps, and it
-still anneals by the end. The epoch under way is always finished; an epoch that would end past the budget is
+epochs fit than planned, or more (with a 5% margin, at the pace of the slowest epoch the run has had: `up_pace`),
+the plan changes and the rest of the learning-rate decay is laid from the current rate over the new number of
+epochs (schedule.py's anchor): the rate never jumps, and it still anneals by the end. The epoch under way is always finished; an epoch that would end past the budget is
 not started. So a speed measurement that read the machine wrong costs part of an epoch, not the plan: at 20
 minutes `fast-muon` planned 1 epoch from a reading of 97 img/s where its epoch then ran at 109 and 2 would have fit.
 """
@@ -24,11 +24,20 @@ import torch
 
 from ..inference import predict_logits, tta_views
 from .loop import train_one_epoch
-from .schedule import decay_progress
+from .schedule import decay_progress, run_progress
 from .state import TrainState, schedule_steps
 
 EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
 UP_MARGIN = 1.05  # a re-plan adds epochs only if they fit at a 5% slower pace (it cannot take them back cheaply)
+
+
+def up_pace(history: list[dict], epoch_s: float) -> float:
+    """How much slower than `epoch_s` (an epoch's training and validation as now estimated) to assume before adding
+    epochs: UP_MARGIN, and at least the slowest whole epoch the run has had (after the first, which may include
+    warm-up). Epoch times on a busy 2-core VM vary by ±8% (`resnet` at 60 min: 130–152 s); with the margin
+    alone, the plan was re-laid ten times in one run, eight of them between 24 and 25 epochs."""
+    slowest = max((row["seconds"] for row in history[1:] or history), default=0.0)
+    return UP_MARGIN * max(1.0, slowest / epoch_s) if epoch_s > 0 else UP_MARGIN
 CHECKS = (0.25, 0.5, 0.75)  # the fractions of every epoch at which the plan is checked, besides its end
 
 
@@ -68,6 +77,7 @@ def relay_schedule(cfg, st: TrainState, step: int, epochs: int, steps_per_epoch:
     """The schedule laid over `epochs` from optimizer step `step` on, continuing from where it is: past the
     warm-up, the decay goes on from its current progress (an anchor) to its end at the new last step; during the
     warm-up, the warm-up keeps its length, or is shortened to the new run's share of it (but not before now).
+    The run's progress (Lookahead's averaging) goes on from where it is to 1 at the new last step, too.
     The new run has steps left: epochs × steps_per_epoch > step."""
     new = schedule_steps(cfg, epochs, steps_per_epoch)
     if step >= st.schedule_warmup:
@@ -76,14 +86,15 @@ def relay_schedule(cfg, st: TrainState, step: int, epochs: int, steps_per_epoch:
     else:
         anchor = None
         warmup = st.schedule_warmup if st.schedule_warmup <= new["warmup"] else max(step, new["warmup"])
-    st.planned_epochs, st.schedule_total, st.schedule_warmup, st.schedule_anchor = epochs, new["total"], warmup, anchor
+    progress = [step, run_progress(step, st.schedule_total, st.progress_anchor)]
+    st.take_plan((epochs, new["total"], warmup, anchor, progress))
 
 
 def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, val_s: float,
            steps_per_epoch: int) -> dict | None:
     """Check the plan at `now_s` on the run's clock, `fraction` of the way through the epoch after `st.epoch` (0:
     between epochs), with an epoch's training taking `train_s` and its validation `val_s`: if fewer epochs fit
-    than planned, or more at UP_MARGIN's slower pace while the schedule has steps left, re-plan (relay_schedule)
+    than planned, or more at `up_pace`'s slower pace while the schedule has steps left, re-plan (relay_schedule)
     and return the re-plan's record (kept in the budget's "replanned"); else None."""
     left = cfg.time_budget * 60 - now_s - st.budget["final_eval_s"]
     step = round((st.epoch + fraction) * steps_per_epoch)
@@ -91,8 +102,8 @@ def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, v
     if fits > st.planned_epochs:
         if step >= st.schedule_total:  # the schedule has ended: more epochs would only train at its last rate
             return None
-        fits = max(st.planned_epochs,
-                   epochs_that_fit(left, st.epoch, fraction, train_s * UP_MARGIN, val_s * UP_MARGIN))
+        slower = up_pace(st.history, train_s + val_s)
+        fits = max(st.planned_epochs, epochs_that_fit(left, st.epoch, fraction, train_s * slower, val_s * slower))
     if fits == st.planned_epochs:
         return None
     record = {"after_epoch": round(st.epoch + fraction, 2), "epochs": fits, "was": st.planned_epochs}
@@ -104,10 +115,15 @@ def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, v
     return record
 
 
+def replan_direction(record: dict) -> str:
+    """The word "faster" or "slower": how the machine ran against its measured speed, from a re-plan record."""
+    return "faster" if record["epochs"] > record.get("was", record["epochs"]) else "slower"  # older runs: no "was"
+
+
 def replan_line(record: dict) -> str:
     """The console line of a re-plan (its record from `replan`)."""
-    faster, ends = record["epochs"] > record["was"], record["epochs"] <= record["after_epoch"]
-    return (f"time budget: this machine runs {'faster' if faster else 'slower'} than measured — {record['epochs']} "
+    ends = record["epochs"] <= record["after_epoch"]
+    return (f"time budget: this machine runs {replan_direction(record)} than measured — {record['epochs']} "
             f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']} planned); "
             + ("the run ends after this epoch" if ends else
                "the rest of the schedule is laid from the current learning rate to end there"))

@@ -26,9 +26,10 @@ class ModelEMA:
 class Lookahead:
     """Lookahead with a growing average (airbench's variant of Zhang et al. 2019): every `every` steps from
     its first epoch, the running average moves towards the weights, ``avg ← ρ·avg + (1 − ρ)·w``, and the
-    weights jump back to it, ``w ← avg``. ρ = 0.95^every · (step / total)³ grows from 0 (no averaging while
-    the weights move fast) to 0.95^every at the end (strong averaging as the lr anneals). Buffers (BatchNorm
-    statistics) are averaged too. `module` holds the average (saved in checkpoints for resume)."""
+    weights jump back to it, ``w ← avg``. ρ = 0.95^every · progress³, with the run's progress (step / total;
+    schedule.run_progress), grows from 0 (no averaging while the weights move fast) to 0.95^every at the end
+    (strong averaging as the lr anneals). Buffers (BatchNorm statistics) are averaged too. `module` holds the
+    average (saved in checkpoints for resume)."""
 
     def __init__(self, model: nn.Module, every: int, base: float = 0.95, power: float = 3.0) -> None:
         self.every, self.base, self.power = every, base, power
@@ -40,8 +41,8 @@ class Lookahead:
                 if w.is_floating_point()]
 
     @torch.no_grad()
-    def step(self, model: nn.Module, step: int, total: int) -> None:
-        """Call after optimizer step number `step` (1-based, global) of `total`."""
+    def step(self, model: nn.Module, step: int, progress: float) -> None:
+        """Call after optimizer step number `step` (1-based, global), `progress` (0–1) of the way through the run."""
         if step % self.every:
             return
         if not self.started:  # the average starts from the weights of its first step
@@ -49,7 +50,7 @@ class Lookahead:
                 a.copy_(w)
             self.started = True
             return
-        self.pull(model, self.base ** self.every * min(1.0, step / total) ** self.power)
+        self.pull(model, self.base ** self.every * progress ** self.power)
 
     @torch.no_grad()
     def pull(self, model: nn.Module, decay: float) -> None:

@@ -57,7 +57,7 @@ from .hooks import (
 )
 from .loop import train_one_epoch
 from .parts import build_model, build_parts, freeze_finished_groups, resident_data, schedule_lr
-from .schedule import lr_factor
+from .schedule import lr_factor, run_progress
 from .state import Run, TrainState, schedule_steps, steps_per_epoch
 
 
@@ -311,7 +311,8 @@ def lookahead_step(run: Run, epoch: int):
     la = run.parts.lookahead
     if la is None or epoch < run.cfg.lookahead_from_epoch:
         return None
-    return lambda step: la.step(run.parts.fit, step, run.state.schedule_total)
+    st = run.state
+    return lambda step: la.step(run.parts.fit, step, run_progress(step, st.schedule_total, st.progress_anchor))
 
 
 def budget_check(run: Run, started: float):
@@ -338,13 +339,13 @@ def budget_check(run: Run, started: float):
         if record is None:
             return None
         console.print(replan_line(record))
-        return st.planned_epochs, st.schedule_total, st.schedule_warmup, st.schedule_anchor
+        return st.plan()
 
     def after_step(step: int) -> None:
         if step in at:
             decided = run.dist.on_main(lambda: check(step))  # every rank at the same step: rank 0's decision
             if decided is not None:
-                st.planned_epochs, st.schedule_total, st.schedule_warmup, st.schedule_anchor = decided
+                st.take_plan(decided)
 
     return after_step
 

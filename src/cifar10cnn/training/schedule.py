@@ -8,7 +8,8 @@
 
 The decay follows its progress, 0 after the warm-up to 1 at the last step. A time budget that re-plans the run's
 length mid-run (budget.py) lays the rest of the decay from where it is: `anchor` = (step, progress at that step),
-and from there the progress runs on to 1 at the new last step, so the learning rate never jumps.
+and from there the progress runs on to 1 at the new last step, so the learning rate never jumps. The run's own
+progress (`run_progress`: step/total, which Lookahead's averaging follows) is continued the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ def decay_progress(step: int, total: int, warmup: int, anchor: tuple[int, float]
         a, p = anchor
         return min(1.0, p + (1.0 - p) * (step - a) / max(1, total - a))
     return min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+
+
+def run_progress(step: int, total: int, anchor: tuple[int, float] | None = None) -> float:
+    """How far the run has gone at `step`: step/total; from an anchor (step a, progress q) on, linear from q at a
+    to 1 at `total` (a re-planned run's length)."""
+    return decay_progress(step, total, 0, anchor)
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int, start: float = 0.0, end: float = 0.0,

@@ -24,6 +24,7 @@ class TrainState:
     schedule_total: int  # optimizer steps the learning-rate schedule spans
     schedule_warmup: int  # of which warm-up steps
     schedule_anchor: list | None = None  # [step, decay progress]: a time budget re-laid the decay from there
+    progress_anchor: list | None = None  # [step, run progress]: and the run's length (Lookahead follows it)
     epoch: int = 0  # epochs finished
     best: float | None = None  # best monitored validation value so far
     best_epoch: int = 0
@@ -39,6 +40,15 @@ class TrainState:
     @property
     def finished(self) -> bool:
         return self.epoch >= self.planned_epochs or self.stopped_early
+
+    def plan(self) -> tuple:
+        """The run's length and schedule, which a time budget's re-plan changes (`take_plan` applies them)."""
+        return (self.planned_epochs, self.schedule_total, self.schedule_warmup, self.schedule_anchor,
+                self.progress_anchor)
+
+    def take_plan(self, plan: tuple) -> None:
+        (self.planned_epochs, self.schedule_total, self.schedule_warmup, self.schedule_anchor,
+         self.progress_anchor) = plan
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
