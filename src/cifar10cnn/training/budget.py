@@ -9,10 +9,11 @@ multi-crop TTA). The learning-rate schedule is then laid over the planned epochs
 During the run the plan is checked against the speed the run really has (`replan`): at a quarter, half and three
 quarters of every epoch (this epoch's pace so far) and after every epoch (the slower of the last two). When fewer
 epochs fit than planned, or more (with a 5% margin, at the pace of the slowest epoch the run has had: `up_pace`),
-the plan changes and the rest of the learning-rate decay is laid from the current rate over the new number of
-epochs (schedule.py's anchor): the rate never jumps, and it still anneals by the end. The epoch under way is
-always finished; an epoch that would end past the budget is not started. So a speed measurement that read the machine wrong costs part of an epoch, not the plan: at 20
-minutes `fast-muon` planned 1 epoch from a reading of 97 img/s where its epoch then ran at 109 and 2 would have fit.
+the plan changes and the rest of the learning-rate decay is laid from the current rate over the new number of epochs
+(schedule.py's anchor): the rate never jumps, and it still anneals by the end. The epoch under way is always
+finished; an epoch that would end past the budget is not started. So a speed measurement that read the machine wrong
+costs part of an epoch, not the plan: at 20 minutes `fast-muon` planned 1 epoch from a reading of 97 img/s where its
+epoch then ran at 109 and 2 would have fit.
 """
 
 from __future__ import annotations
