@@ -30,6 +30,7 @@ from .state import TrainState, schedule_steps
 
 EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
 UP_MARGIN = 1.05  # a re-plan adds epochs only if they fit at a 5% slower pace (it cannot take them back cheaply)
+CHECKS = (0.25, 0.5, 0.75)  # the fractions of every epoch at which the plan is checked, besides its end
 
 
 def up_pace(history: list[dict], epoch_s: float) -> float:
@@ -39,7 +40,6 @@ def up_pace(history: list[dict], epoch_s: float) -> float:
     alone, the plan was re-laid ten times in one run, eight of them between 24 and 25 epochs."""
     slowest = max((row["seconds"] for row in history[1:] or history), default=0.0)
     return UP_MARGIN * max(1.0, slowest / epoch_s) if epoch_s > 0 else UP_MARGIN
-CHECKS = (0.25, 0.5, 0.75)  # the fractions of every epoch at which the plan is checked, besides its end
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
