@@ -177,11 +177,11 @@ def test_frontier_json_is_what_the_kept_runs_say():
 
 
 def _plans(monkeypatch, plans: dict[str, dict]):
-    def fake_probe(cfg, data, spent_s):
+    def fake_probe(cfg, data):
         plan = plans[cfg.recipe]
         if isinstance(plan, Exception):
             raise plan
-        return {"train_images_per_s": 100.0, "final_eval_s": 10.0, "run_calibration_s": 0.0, **plan}
+        return {"train_images_per_s": 100.0, "final_eval_s": 10.0, "measured_by": "test", **plan}
 
     monkeypatch.setattr(pick, "probe", fake_probe)
     frontier = {"about": "test", "recipes": {
@@ -198,14 +198,14 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
     assert [(r["epochs"], r["fits"]) for r in p["rows"]] == [(4, True), (3, True)]
     assert p["recipe"] == "fast" and "83.5%" in p["why"]  # 0.75 + (0.92 − 0.75) / 2 at 3 epochs beats 0.8
+    assert p["speed"] == {"train_images_per_s": 100.0, "final_eval_s": 10.0, "measured_by": "test",
+                          "estimated_epoch_s": 35}  # the chosen recipe's probe: its run plans from it
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25},
                          "fast": {"estimated_epoch_s": 200}})  # fast overshoots the 2 minutes
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
     assert p["recipe"] == "seed-aug" and not p["rows"][1]["fits"] and p["rows"][1]["epochs"] == 1
-    # the run's own speed measurement counts too: 20 s of it leaves seed-aug 3 epochs, not 4
-    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25, "run_calibration_s": 20.0},
-                         "fast": {"estimated_epoch_s": 200}})
-    assert pick.pick_recipe(2, {}, data, time.perf_counter())["rows"][0]["epochs"] == 3
+    # the time spent before and while choosing counts: 20 s of it leaves seed-aug 3 epochs, not 4
+    assert pick.pick_recipe(2, {}, data, time.perf_counter() - 20)["rows"][0]["epochs"] == 3
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 200}})
     p = pick.pick_recipe(1, {}, data, time.perf_counter())
     assert p["recipe"] == "fast" and "quickest" in p["why"]
@@ -228,6 +228,11 @@ def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp
     assert all(r["train_images_per_s"] > 0 for r in picked["rows"])
     m = json.loads((out / "metrics.json").read_text())
     assert m["budget"]["wall_seconds"] >= picked["seconds"]  # the choice counted against the budget
+    # the run planned from the picker's probe of its recipe: it did not measure it again
+    assert m["budget"]["speed_measured_by"] == "the recipe picker's probe" == picked["speed"]["measured_by"]
+    assert m["budget"]["train_images_per_s"] == round(picked["speed"]["train_images_per_s"], 1)
+    assert picked["seconds"] <= m["budget"]["calibration_s"] < picked["seconds"] + 10
+    assert "measured by the recipe picker's probe" in text
     # the picked run's folder is a run folder: --overwrite replaces it (recipe_pick.json is one of its files)
     assert cli("train", "--data-dir", fake_dir, "--time-budget", "0.5", "--subset", "300", "--val-size", "200",
                "--out", out, "--overwrite") == 0

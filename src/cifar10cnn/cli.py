@@ -424,15 +424,16 @@ def cmd_train(args) -> None:
         if args.recipe is not None:
             raise UserError("--config already holds a recipe; drop --recipe (or override fields with flags)")
         base = read_config_file(args.config)
-    recipe, data, hooks, started = args.recipe or "seed", None, [], None
+    recipe, data, hooks, started, speed = args.recipe or "seed", None, [], None, None
     if args.time_budget is not None and args.recipe is None and base is None and not args.resume:
-        recipe, data, hooks, started = _pick_recipe(args, overrides)
+        recipe, data, hooks, started, speed = _pick_recipe(args, overrides)
     cfg = RunConfig.resolve(recipe, overrides, base=base)
     if args.resume and args.out is not None:
         _check_resume_flags(args.out, overrides)
     dist = DistOptions(args.dist_backend, args.dist_bn, args.dist_timeout)
     run_dir, m = train(cfg, args.out, args.data_dir, args.cache_dir, resume=args.resume, overwrite=args.overwrite,
-                       dist=dist, data_limits=_folder_limits(args), data=data, hooks=hooks, started=started)
+                       dist=dist, data_limits=_folder_limits(args), data=data, hooks=hooks, started=started,
+                       speed=speed)
     if not is_rank_zero():
         return  # under torchrun rank 0 reports (and writes the report)
     console.print(test_line(m))
@@ -451,10 +452,10 @@ def cmd_train(args) -> None:
         console.print(f"report: {build_report(run_dir, data_dir=args.data_dir, cache_dir=args.cache_dir)}")
 
 
-def _pick_recipe(args, overrides: dict) -> tuple[str, object, list, float]:
+def _pick_recipe(args, overrides: dict) -> tuple[str, object, list, float, dict]:
     """--time-budget without --recipe: (the recipe picked for this machine, the data set loaded for it, the hook
     that records the choice in the run folder, when the run's clock started: the choice counts against the
-    budget)."""
+    budget, the picked recipe's measured speed: its run plans from it)."""
     import time
 
     from .data.loading import load_dataset
@@ -470,7 +471,7 @@ def _pick_recipe(args, overrides: dict) -> tuple[str, object, list, float]:
     picked = pick_recipe(args.time_budget, overrides, data, started)
     for line in pick_lines(picked):
         console.print(line, markup=False)
-    return picked["recipe"], data, [RecordPick(picked)], started
+    return picked["recipe"], data, [RecordPick(picked)], started, picked["speed"]
 
 
 def test_line(m: dict) -> str:

@@ -130,11 +130,13 @@ def replan_line(record: dict) -> str:
                "the rest of the schedule is laid from the current learning rate to end there"))
 
 
-def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
-                augment, spent_s: float, probe_images: int | None = None) -> dict:
-    """The plan: measured speeds, planned epochs and seconds (calibration_images says how many images are timed;
+def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
+                  augment, probe_images: int | None = None) -> dict:
+    """This machine's speed for `cfg`, timed on a copy of its model (calibration_images says how many images;
     per-image speed depends on the batch size: a probe of `fast` at batch 128 measured 162 img/s on a 2-core AMD
-    EPYC, `bench` 133 at its batch of 1,024, so a quick probe also runs at the recipe's own batch size)."""
+    EPYC, `bench` 133 at its batch of 1,024, so a quick probe also runs at the recipe's own batch size), and what
+    an epoch (training + validation of n_val images) and the final test pass (n_test images, every TTA view) take
+    at it. "measured_by" names the measurement; "measure_s" is the time it took."""
     t_start = time.perf_counter()
     bs = cfg.batch_size
     n_warm, n_time = calibration_images(bs, len(train_idx), probe_images)
@@ -152,16 +154,32 @@ def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, tr
     predict_logits(probe_model, eval_images, runtime, cfg.eval_batch_size)
     eval_ips = len(eval_images) / (time.perf_counter() - t0)
 
-    epoch_s = len(train_idx) / train_ips + n_val / eval_ips
     passes = 1 + (tta_views(cfg.tta_translate) if cfg.tta else 0)  # the single-view figure + the TTA views
-    final_eval_s = n_test / eval_ips * passes + 5.0  # + loading and writing files
-    calibration_s = time.perf_counter() - t_start
-    epochs, planned_s = fit_epochs(cfg.time_budget * 60, spent_s + calibration_s, epoch_s, final_eval_s)
+    return {"train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
+            "estimated_epoch_s": len(train_idx) / train_ips + n_val / eval_ips, "validation_s": n_val / eval_ips,
+            "final_eval_s": n_test / eval_ips * passes + 5.0,  # + loading and writing files
+            "measured_by": "the recipe picker's probe" if probe_images else "the run",
+            "measure_s": time.perf_counter() - t_start}
+
+
+def lay_plan(cfg, speed: dict, spent_s: float) -> dict:
+    """The plan (the budget record kept in metrics.json) from a measured `speed` (measure_speed), when `spent_s`
+    seconds of the budget are gone ("calibration_s": choosing the recipe, measuring)."""
+    epochs, planned_s = fit_epochs(cfg.time_budget * 60, spent_s, speed["estimated_epoch_s"], speed["final_eval_s"])
     return {
-        "minutes": cfg.time_budget, "train_images_per_s": round(train_ips, 1), "eval_images_per_s": round(eval_ips, 1),
-        "estimated_epoch_s": round(epoch_s, 2), "validation_s": round(n_val / eval_ips, 2),
-        "final_eval_s": round(final_eval_s, 2),
-        "calibration_s": round(calibration_s + spent_s, 2), "planned_epochs": epochs,
+        "minutes": cfg.time_budget, "train_images_per_s": round(speed["train_images_per_s"], 1),
+        "eval_images_per_s": round(speed["eval_images_per_s"], 1),
+        "estimated_epoch_s": round(speed["estimated_epoch_s"], 2), "validation_s": round(speed["validation_s"], 2),
+        "final_eval_s": round(speed["final_eval_s"], 2),
+        "calibration_s": round(spent_s, 2), "planned_epochs": epochs,
         "planned_seconds": round(planned_s, 1),
-        "stopped_by_budget": False,
+        "stopped_by_budget": False, "speed_measured_by": speed["measured_by"],
     }
+
+
+def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
+                augment, spent_s: float) -> dict:
+    """A run's own plan: its speed measured now (measure_speed), after `spent_s` seconds of the budget."""
+    speed = measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val, n_test,
+                          augment)
+    return lay_plan(cfg, speed, spent_s + speed["measure_s"])

@@ -40,7 +40,7 @@ from ..runs import (
 )
 from ..runtime import resolve_runtime
 from ..weights import save_weights
-from .budget import CHECKS, plan_budget, replan, replan_line
+from .budget import CHECKS, lay_plan, plan_budget, replan, replan_line
 from .checkpoint import load_checkpoint
 from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
 from .distributed import start as start_group
@@ -64,7 +64,8 @@ from .state import Run, TrainState, schedule_steps, steps_per_epoch
 def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool | str = False,
           overwrite: bool = False, data: ImageDataset | None = None, hooks: Sequence[Hook] = (),
           test: bool = True, wait: bool = False, dist: DistOptions | None = None,
-          data_limits: FolderLimits | None = None, started: float | None = None) -> tuple[Path, dict]:
+          data_limits: FolderLimits | None = None, started: float | None = None,
+          speed: dict | None = None) -> tuple[Path, dict]:
     """Train `cfg` into run folder `out` (resuming it if asked); return (run folder, metrics).
 
     hooks react to every epoch (see hooks.py; e.g. a tuning pruner that raises to stop the run, which
@@ -74,7 +75,9 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
     Under torchrun every rank calls this and they train one model (distributed.py; `dist` says how).
     The images are the config's `dataset` (data/dataset.py), unless `data` is given; data_limits bound loading
     a folder of images. started: the time.perf_counter() the run's clock (and a time budget) counts from, when
-    work for the run began before this call (choosing the recipe for a budget, pick.py); default now."""
+    work for the run began before this call (choosing the recipe for a budget, pick.py); default now. speed: this
+    machine's speed for `cfg` measured before this call (the recipe picker's probe, budget.measure_speed): a time
+    budget is planned from it instead of measuring again (one process only; a new run, not a resumed one)."""
     clock = Stopwatch(started)
     group = start_group(cfg.device, dist)
     try:
@@ -86,7 +89,7 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
                 return out, group.on_main(lambda: read_metrics(out))
             return train_in(cfg, out, mode, has_checkpoint, group, clock, data or group.main_first(
                 lambda: load_dataset(cfg.dataset, data_dir, cache_dir, data_limits, cfg.image_size)), cache_dir, hooks,
-                test)
+                test, speed)
     except (DistError, RuntimeError) as e:
         if not group_failure(group, e):
             raise
@@ -96,7 +99,8 @@ def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None
 
 
 def train_in(cfg: RunConfig, out: Path, mode: str, has_checkpoint: bool, group: Dist, clock: Stopwatch,
-             data: ImageDataset, cache_dir, hooks: Sequence[Hook], test: bool) -> tuple[Path, dict]:
+             data: ImageDataset, cache_dir, hooks: Sequence[Hook], test: bool,
+             speed: dict | None = None) -> tuple[Path, dict]:
     """The run itself, once its folder is decided: build → state → epochs → finish."""
     runtime = resolve_runtime(group.device(cfg.device), cfg.precision, cfg.channels_last,
                               cfg.threads or group.default_threads())
@@ -110,7 +114,7 @@ def train_in(cfg: RunConfig, out: Path, mode: str, has_checkpoint: bool, group: 
     if mode == "resume" and has_checkpoint:
         run.state = resume_state(run)
     else:
-        run.state = start_state(run, len(data.test_y) if test else 0)
+        run.state = start_state(run, len(data.test_y) if test else 0, speed)
         group.on_main(lambda: start_folder(run, mode, data, split))
     run.state = group.broadcast(run.state)  # rank 0's plan (a time budget's) on every rank
     note_world_size(run)
@@ -172,10 +176,13 @@ def note_world_size(run: Run) -> None:
 # --- the phases ------------------------------------------------------------------------------------
 
 
-def start_state(run: Run, n_test: int) -> TrainState:
-    """A new run's state: the configured epochs, or as many as the time budget fits on this machine."""
+def start_state(run: Run, n_test: int, speed: dict | None = None) -> TrainState:
+    """A new run's state: the configured epochs, or as many as the time budget fits on this machine (at `speed`
+    when it was measured before the run, see train)."""
     cfg, d, budget, epochs, g = run.cfg, run.data, None, run.cfg.epochs, run.dist
-    if cfg.time_budget is not None:  # speed is measured on copies: the run starts untouched
+    if cfg.time_budget is not None and speed is not None and g.world_size == 1:
+        budget = lay_plan(cfg, speed, spent_s=run.clock())
+    elif cfg.time_budget is not None:  # speed is measured on copies: the run starts untouched
         # every rank measures its share at once (rank 0's plan is kept): its local batch, its images
         local = dataclasses.replace(cfg, batch_size=cfg.batch_size // g.world_size)
         probe = build_parts(local, copy.deepcopy(run.parts.model), run.runtime)
@@ -183,9 +190,11 @@ def start_state(run: Run, n_test: int) -> TrainState:
                              d.train_idx[g.rank::g.world_size], (len(d.val_y) + len(d.sample_y)) // g.world_size,
                              n_test // g.world_size, run.parts.augment, spent_s=run.clock())
         del probe
+    if budget is not None:
         epochs = budget["planned_epochs"]
-        console.print(f"time budget {cfg.time_budget:g} min: measured {budget['train_images_per_s']:,.0f} train "
-                      f"img/s → {epochs} epochs planned (schedule scaled to them)")
+        console.print(f"time budget {cfg.time_budget:g} min: {budget['train_images_per_s']:,.0f} train img/s "
+                      f"(measured by {budget['speed_measured_by']}) → {epochs} epochs planned (schedule scaled to "
+                      f"them)")
         if budget["planned_seconds"] > cfg.time_budget * 60:
             console.print(f"time budget: even one epoch does not fit in {cfg.time_budget:g} min on this machine "
                           f"(~{budget['planned_seconds']:.0f} s with the test pass); training one epoch anyway")

@@ -4,8 +4,9 @@ minutes on this machine, and why.
 For every recipe with a measured curve in frontier.json:
     epochs it fits   its speed measured here and now (a quick probe at its batch size: one batch warms up, then
                      at least 1,024 images are timed, then an evaluation pass of as many), laid out as the time
-                     budget lays out a run, once every candidate is probed: the time spent choosing, the run's own
-                     speed measurement, validation after every epoch, the final test pass with its TTA views
+                     budget lays out a run, once every candidate is probed: the time spent choosing, validation
+                     after every epoch, the final test pass with its TTA views. The chosen recipe's run plans
+                     from its probe (it does not measure again) and re-plans while it goes (budget.replan)
     expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
                      linear between measured epochs (from chance at 0), flat past the last one (no credit for
@@ -24,7 +25,7 @@ from ..config import RunConfig
 from ..data.dataset import ImageDataset, make_split
 from ..errors import UserError
 from ..runtime import resolve_runtime
-from .budget import EVAL_IMAGES, calibration_images, fit_epochs, plan_budget
+from .budget import fit_epochs, measure_speed
 from .parts import build_model, build_parts, resident_data
 
 FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
@@ -49,40 +50,36 @@ def expected_accuracy(points: list[dict], epochs: int, n_classes: int = 10) -> f
     return xs[0][1]
 
 
-def probe(cfg: RunConfig, data: ImageDataset, spent_s: float) -> dict:
-    """The time budget's plan for `cfg` on this machine, from a quick speed probe of a fresh copy of its model, and
-    "run_calibration_s": what the run's own speed measurement (budget.plan_budget) will take if it is chosen."""
+def probe(cfg: RunConfig, data: ImageDataset) -> dict:
+    """This machine's speed for `cfg` (budget.measure_speed), from a quick probe of a fresh copy of its model. The
+    chosen recipe's run lays its plan from its probe: it is not measured twice."""
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset, len(data.classes), data.val_idx)
     model, _ = build_model(cfg, data, split, runtime)
     parts = build_parts(cfg, model, runtime)
     r = resident_data(cfg, data, split, runtime, model)
-    plan = plan_budget(cfg, parts.step_model, parts.optimizer, runtime, r.train_x, r.train_y, r.train_idx,
-                       len(r.val_y) + len(r.sample_y), len(data.test_y), parts.augment, spent_s, PROBE_IMAGES)
-    n_warm, n_time = calibration_images(cfg.batch_size, len(r.train_idx))
-    run_calibration_s = ((n_warm + n_time) / plan["train_images_per_s"]
-                         + min(EVAL_IMAGES, len(r.train_idx)) / plan["eval_images_per_s"])
-    return {**plan, "run_calibration_s": round(run_calibration_s, 2)}
+    return measure_speed(cfg, parts.step_model, parts.optimizer, runtime, r.train_x, r.train_y, r.train_idx,
+                         len(r.val_y) + len(r.sample_y), len(data.test_y), parts.augment, PROBE_IMAGES)
 
 
 def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: float) -> dict:
-    """{"recipe": the choice, "why": one line, "rows": every candidate's plan and expectation, "seconds": spent}.
-    overrides: the user's flags, applied to every candidate; started: perf_counter() when the run's work began."""
+    """{"recipe": the choice, "why": one line, "rows": every candidate's plan and expectation, "seconds": spent,
+    "speed": the chosen recipe's probe, which its run plans from (engine.train's `speed`)}. overrides: the user's
+    flags, applied to every candidate; started: perf_counter() when the run's work began."""
     frontier = read_frontier()
     probed: list[tuple[str, list[dict], dict]] = []
     rows = []
     for name, points in frontier.items():
         try:
             cfg = RunConfig.resolve(name, {**overrides, "time_budget": minutes})
-            probed.append((name, points, probe(cfg, data, time.perf_counter() - started)))
+            probed.append((name, points, probe(cfg, data)))
         except UserError as e:  # e.g. a model that cannot take the folder's image size
             rows.append({"recipe": name, "excluded": str(e)})
     spent = time.perf_counter() - started  # every candidate is probed before the chosen run starts
-    for name, points, plan in probed:  # planned as the run will plan itself: after all the probes, and its own
-        epochs, planned_s = fit_epochs(minutes * 60, spent + plan["run_calibration_s"], plan["estimated_epoch_s"],
-                                       plan["final_eval_s"])
+    for name, points, speed in probed:  # planned as the run will plan itself: after all the probes
+        epochs, planned_s = fit_epochs(minutes * 60, spent, speed["estimated_epoch_s"], speed["final_eval_s"])
         fits = planned_s <= minutes * 60
-        rows.append({"recipe": name, "train_images_per_s": plan["train_images_per_s"], "epochs": epochs,
+        rows.append({"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1), "epochs": epochs,
                      "fits": fits, "planned_seconds": round(planned_s, 1),
                      "expected_test_accuracy_tta": round(expected_accuracy(points, epochs if fits else 0,
                                                                            len(data.classes)), 4),
@@ -101,8 +98,10 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
         best = min(usable, key=lambda r: r["planned_seconds"])
         why = (f"no recipe fits one epoch in {minutes:g} min here; {best['recipe']} is the quickest "
                f"(~{best['planned_seconds']:.0f} s for one epoch and the test pass)")
+    speed = next(speed for name, _, speed in probed if name == best["recipe"])
     return {"minutes": minutes, "recipe": best["recipe"], "why": why, "rows": rows,
-            "seconds": round(time.perf_counter() - started, 2)}
+            "seconds": round(time.perf_counter() - started, 2),
+            "speed": {k: round(v, 2) if isinstance(v, float) else v for k, v in speed.items()}}
 
 
 def pick_lines(picked: dict) -> list[str]:
