@@ -11,11 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cifar10cnn.config import RunConfig
-from cifar10cnn.training.budget import calibration_images, epochs_that_fit, relay_schedule, replan_line, up_pace
+from cifar10cnn.training.budget import (
+    calibration_images,
+    check_points,
+    epochs_that_fit,
+    relay_schedule,
+    replan_line,
+    up_pace,
+)
 from cifar10cnn.training.engine import train
 from cifar10cnn.training.hooks import BudgetReplan
 from cifar10cnn.training.schedule import lr_factor, run_progress
-from cifar10cnn.training.state import TrainState, schedule_steps
+from cifar10cnn.training.state import TrainState, schedule_steps, steps_per_epoch
 
 
 def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
@@ -35,6 +42,26 @@ def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
     assert calibration_images(batch, 45_000) == own and calibration_images(batch, 45_000, 1024) == probe
     assert all(n % batch == 0 for n in own + probe)
     assert calibration_images(128, 300) == (300, 300)  # a tiny training split: all of it
+
+
+def test_the_plan_is_checked_at_fractions_of_the_images_not_of_the_steps():
+    """fast-muon trains 22.5 batches of 2,000 an epoch: 6 of its 23 steps are 12,000 of 45,000 images (26.7%), not
+    6/23 (26.1%); a pace read from the steps made every in-epoch check 2.2% slower than the epoch ran."""
+    assert steps_per_epoch(45_000, 2000) == 23
+    assert check_points(23, 2000, 45_000) == {6: 12_000 / 45_000, 12: 24_000 / 45_000, 17: 34_000 / 45_000}
+    assert check_points(44, 1024, 45_000) == {11: 11 * 1024 / 45_000, 22: 22 * 1024 / 45_000, 33: 33 * 1024 / 45_000}
+    assert check_points(4, 25, 100) == {1: 0.25, 2: 0.5, 3: 0.75}  # whole batches: the steps' fractions
+    assert check_points(steps_per_epoch(4001, 1000, 2), 1000, 4001) == {1: 0.25, 2: 0.5, 3: 0.75}  # 1 image dropped
+    assert check_points(1, 128, 100) == {} and check_points(2, 64, 100) == {1: 0.64}
+
+
+@settings(max_examples=200, deadline=None)
+@given(images=st.integers(1, 100_000), batch=st.integers(1, 4096), world=st.sampled_from([1, 2, 3, 8]))
+def test_every_check_is_inside_the_epoch_at_the_images_trained_by_then(images, batch, world):
+    n = steps_per_epoch(images, batch, world)
+    points = check_points(n, batch, images)
+    assert all(0 < k < n and 0 < f < 1 and f == k * batch / min(n * batch, images) for k, f in points.items())
+    assert list(points.values()) == sorted(points.values())
 
 
 def test_epochs_that_fit_always_finish_the_epoch_under_way():

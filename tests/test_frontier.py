@@ -214,6 +214,11 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
         pick.pick_recipe(1, {}, data, time.perf_counter())
     lines = pick.pick_lines({**p, "rows": [{"recipe": "fast", "excluded": "cannot take 64×64"}, *p["rows"]]})
     assert any("cannot train this data set" in line for line in lines) and lines[-1].startswith("→ fast")
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25}, "fast": {"estimated_epoch_s": 80}})
+    lines = pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))  # seed-aug fits 4, fast 1
+    assert "   4 epochs fit  " in lines[1] and "   1 epoch fits  " in lines[2]
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 80}})
+    assert "after 1 epoch at 100 img/s" in pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))[-1]
 
 
 def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp_path, capsys):

@@ -7,13 +7,13 @@ and for the final test evaluation (×3 forward passes with flip TTA: TTA + the p
 multi-crop TTA). The learning-rate schedule is then laid over the planned epochs.
 
 During the run the plan is checked against the speed the run really has (`replan`): at a quarter, half and three
-quarters of every epoch (this epoch's pace so far) and after every epoch (the slower of the last two). When fewer
-epochs fit than planned, or more (with a 5% margin, at the pace of the slowest epoch the run has had: `up_pace`),
-the plan changes and the rest of the learning-rate decay is laid from the current rate over the new number of epochs
-(schedule.py's anchor): the rate never jumps, and it still anneals by the end. The epoch under way is always
-finished; an epoch that would end past the budget is not started. So a speed measurement that read the machine wrong
-costs part of an epoch, not the plan: at 20 minutes `fast-muon` planned 1 epoch from a reading of 97 img/s where its
-epoch then ran at 109 and 2 would have fit.
+quarters of every epoch's images (`check_points`; this epoch's pace so far) and after every epoch (the slower of the
+last two). When fewer epochs fit than planned, or more (with a 5% margin, at the pace of the slowest epoch the run
+has had: `up_pace`), the plan changes and the rest of the learning-rate decay is laid from the current rate over the
+new number of epochs (schedule.py's anchor): the rate never jumps, and it still anneals by the end. The epoch under
+way is always finished; an epoch that would end past the budget is not started. So a speed measurement that read the
+machine wrong costs part of an epoch, not the plan: at 20 minutes `fast-muon` planned 1 epoch from a reading of 97
+img/s where its epoch then ran at 109 and 2 would have fit.
 """
 
 from __future__ import annotations
@@ -40,6 +40,16 @@ def up_pace(history: list[dict], epoch_s: float) -> float:
     alone, the plan was re-laid ten times in one run, eight of them between 24 and 25 epochs."""
     slowest = max((row["seconds"] for row in history[1:] or history), default=0.0)
     return UP_MARGIN * max(1.0, slowest / epoch_s) if epoch_s > 0 else UP_MARGIN
+
+
+def check_points(n_steps: int, batch_size: int, images: int) -> dict[int, float]:
+    """{optimizer steps into an epoch: the fraction of its images trained by then} at CHECKS of an epoch of
+    `n_steps` steps over `images` at global batch `batch_size` (a last partial batch dropped across ranks is not
+    trained). The fraction counts images, not steps: `fast-muon` trains 22.5 batches of 2,000, and 6 of its 23
+    steps are 26.7% of the epoch's images, not 26.1%; a pace read from the steps made the epoch 2.2% slower
+    than it ran, at every check."""
+    trained = min(n_steps * batch_size, images)
+    return {k: k * batch_size / trained for k in sorted({round(q * n_steps) for q in CHECKS}) if 0 < k < n_steps}
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
@@ -92,13 +102,14 @@ def relay_schedule(cfg, st: TrainState, step: int, epochs: int, steps_per_epoch:
 
 
 def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, val_s: float,
-           steps_per_epoch: int) -> dict | None:
-    """Check the plan at `now_s` on the run's clock, `fraction` of the way through the epoch after `st.epoch` (0:
-    between epochs), with an epoch's training taking `train_s` and its validation `val_s`: if fewer epochs fit
-    than planned, or more at `up_pace`'s slower pace while the schedule has steps left, re-plan (relay_schedule)
-    and return the re-plan's record (kept in the budget's "replanned"); else None."""
+           steps_per_epoch: int, steps_done: int) -> dict | None:
+    """Check the plan at `now_s` on the run's clock, `steps_done` optimizer steps (`fraction` of the images) into
+    the epoch after `st.epoch` (0, 0.0: between epochs), with an epoch's training taking `train_s` and its
+    validation `val_s`: if fewer epochs fit than planned, or more at `up_pace`'s slower pace while the schedule
+    has steps left, re-plan (relay_schedule) and return the re-plan's record (kept in the budget's "replanned");
+    else None."""
     left = cfg.time_budget * 60 - now_s - st.budget["final_eval_s"]
-    step = round((st.epoch + fraction) * steps_per_epoch)
+    step = st.epoch * steps_per_epoch + steps_done
     fits = epochs_that_fit(left, st.epoch, fraction, train_s, val_s)
     if fits > st.planned_epochs:
         if step >= st.schedule_total:  # the schedule has ended: more epochs would only train at its last rate

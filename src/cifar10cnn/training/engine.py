@@ -40,7 +40,7 @@ from ..runs import (
 )
 from ..runtime import resolve_runtime
 from ..weights import save_weights
-from .budget import CHECKS, lay_plan, plan_budget, replan, replan_line
+from .budget import check_points, lay_plan, plan_budget, replan, replan_line
 from .checkpoint import load_checkpoint
 from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
 from .distributed import start as start_group
@@ -332,11 +332,11 @@ def budget_check(run: Run, started: float):
     if not st.budget:
         return None
     first = st.epoch * n  # the global step the epoch began after
-    at = {first + k: k / n for k in {round(q * n) for q in CHECKS} if 0 < k < n}
+    images = len(run.data.train_idx)
+    at = {first + k: (k, fraction) for k, fraction in check_points(n, run.cfg.batch_size, images).items()}
 
     def check(step: int) -> tuple | None:
-        fraction = at[step]
-        images = len(run.data.train_idx)
+        steps_done, fraction = at[step]
         last = st.history[-1] if st.history else None
         train_s = (time.perf_counter() - started) / fraction
         if last is not None:  # the slower of this epoch's pace and the last epoch's
@@ -344,7 +344,7 @@ def budget_check(run: Run, started: float):
             train_s, val_s = max(train_s, last_train_s), max(0.0, last["seconds"] - last_train_s)
         else:
             val_s = st.budget.get("validation_s", 0.0)  # (a plan saved before it was kept: none)
-        record = replan(run.cfg, st, run.clock(), fraction, train_s, val_s, n)
+        record = replan(run.cfg, st, run.clock(), fraction, train_s, val_s, n, steps_done)
         if record is None:
             return None
         console.print(replan_line(record))

@@ -78,7 +78,7 @@ class BudgetReplan(Hook):
 
     def on_epoch_end(self, run: Run, row: dict) -> None:
         record = replan(run.cfg, run.state, run.clock(), 0.0, epoch_seconds(run.state.history), 0.0,
-                        run.steps_per_epoch)
+                        run.steps_per_epoch, steps_done=0)
         if record is not None:
             console.print(replan_line(record))
 

@@ -93,7 +93,7 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
     if fitting:
         best = max(fitting, key=lambda r: (r["expected_test_accuracy_tta"], r["train_images_per_s"]))
         why = (f"expected {best['expected_test_accuracy_tta']:.1%} test accuracy (its TTA) after {best['epochs']} "
-               f"epochs at {best['train_images_per_s']:,.0f} img/s measured here")
+               f"epoch{'s' if best['epochs'] != 1 else ''} at {best['train_images_per_s']:,.0f} img/s measured here")
     else:
         best = min(usable, key=lambda r: r["planned_seconds"])
         why = (f"no recipe fits one epoch in {minutes:g} min here; {best['recipe']} is the quickest "
@@ -116,7 +116,8 @@ def pick_lines(picked: dict) -> list[str]:
                          f"(~{r['planned_seconds']:.0f} s with the test pass)")
         else:
             measured = ", ".join(str(e) for e in r["measured_epochs"])
-            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>3} epochs fit  "
+            fit = "epoch fits" if r["epochs"] == 1 else "epochs fit"
+            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>3} {fit}  "
                          f"expected {r['expected_test_accuracy_tta']:.1%}  (measured at {measured} epochs)")
     lines.append(f"→ {picked['recipe']}: {picked['why']} (an explicit --recipe overrides the choice)")
     return lines
