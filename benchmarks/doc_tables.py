@@ -184,7 +184,8 @@ def fast_budget() -> str:
 def _plan(r: dict) -> str:
     """'6' or '6→5' (re-planned after a slower epoch than the probe measured)."""
     b = r["budget"]
-    return f"{b['planned_epochs']}→{r['epochs']}" if b.get("replanned") else str(r["epochs"])
+    ran = b.get("epochs_run", r["epochs"])  # 8.5: the last epoch ended half-way
+    return f"{b['planned_epochs']}→{ran}" if b.get("replanned") else str(ran)
 
 
 def fast_switches() -> str:
@@ -454,10 +455,11 @@ def frontier_runs() -> str:
 def budget_epochs(kept: dict) -> str:
     """The epochs a budget run ran; if it re-planned, what it planned first and each re-plan (E at epoch X)."""
     b = kept.get("budget") or {}
+    ran = b.get("epochs_run", kept["epochs"])  # 8.5: the last epoch ended half-way
     if not b.get("replanned"):
-        return str(kept["epochs"])
+        return str(ran)
     replans = ", ".join(f"{x['epochs']} at epoch {x['after_epoch']:g}" for x in b["replanned"])
-    return f"{kept['epochs']} (planned {b['planned_epochs']}; {replans})"
+    return f"{ran} (planned {b['planned_epochs']}; {replans})"
 
 
 def frontier_curves() -> str:

@@ -61,10 +61,11 @@ def budget_runs(results: Path) -> list[tuple[str, str, dict]]:
 
 
 def curves(results: Path) -> dict:
-    points: dict[tuple[str, int], list] = {}
+    points: dict[tuple[str, float], list] = {}
     for name, recipe, kept in budget_runs(results):
         if kept.get("test_accuracy_tta") is not None:
-            points.setdefault((recipe, kept["epochs"]), []).append((kept["test_accuracy_tta"], name))
+            epochs = (kept.get("budget") or {}).get("epochs_run", kept["epochs"])  # 8.5: a last epoch ended half-way
+            points.setdefault((recipe, epochs), []).append((kept["test_accuracy_tta"], name))
     recipes: dict[str, dict] = {r: {"points": []} for r in CANDIDATES}
     for (recipe, epochs), runs in sorted(points.items()):
         recipes[recipe]["points"].append({

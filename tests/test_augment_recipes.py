@@ -1,6 +1,7 @@
 """Batched augmentation, named recipes and config round trips, schedules, time budget, --final, EMA."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -196,13 +197,14 @@ def test_time_budget_plans_epochs_and_keeps_to_the_budget(tmp_path, capsys):
                str(budget_min), "--set", "schedule=onecycle", "--out", out) == 0
     m = json.loads((out / "metrics.json").read_text())
     b = m["budget"]
-    assert b["planned_epochs"] >= 1 and b["epochs_run"] <= b["planned_epochs"]
+    last_plan = b["replanned"][-1]["epochs"] if b.get("replanned") else b["planned_epochs"]
+    assert b["planned_epochs"] > 0 and b["epochs_run"] <= last_plan
     assert b["train_images_per_s"] > 0 and b["minutes"] == budget_min
     if b["planned_seconds"] <= budget_min * 60:  # planned to fit: it fits (generous margin for a loaded machine)
         assert m["wall_seconds"] <= budget_min * 60 * 1.5
-    else:  # a slow CPU (fp32, no bf16) cannot fit one epoch and the test pass in 30 s: it says so, trains one
-        assert b["planned_epochs"] == 1 and "even one epoch does not fit" in capsys.readouterr().out
+    else:  # a slow CPU cannot fit a quarter of an epoch and the test pass in 30 s: it says so, trains a quarter
+        assert b["planned_epochs"] < 1 and "not even a quarter of an epoch fits" in capsys.readouterr().out
         assert m["wall_seconds"] <= b["planned_seconds"] * 1.5
     rows = (out / "history.csv").read_text().splitlines()[1:]
-    assert len(rows) == b["epochs_run"]
+    assert len(rows) == math.ceil(b["epochs_run"]) == m["epochs"]  # the last epoch may end part of the way
     assert float(rows[-1].split(",")[5]) < float(rows[0].split(",")[5]) or len(rows) == 1  # lr decays to the end

@@ -4,6 +4,7 @@ machine, more on a faster one — with the rest of the learning-rate decay laid 
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -11,12 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cifar10cnn.config import RunConfig
+from cifar10cnn.training import engine, hooks
 from cifar10cnn.training.budget import (
+    PARTS,
     calibration_images,
     check_points,
-    epochs_that_fit,
+    epoch_ends,
+    epochs_of,
+    fit_steps,
     relay_schedule,
     replan_line,
+    steps_that_fit,
     up_pace,
 )
 from cifar10cnn.training.engine import train
@@ -64,11 +70,30 @@ def test_every_check_is_inside_the_epoch_at_the_images_trained_by_then(images, b
     assert list(points.values()) == sorted(points.values())
 
 
-def test_epochs_that_fit_always_finish_the_epoch_under_way():
-    assert epochs_that_fit(25.0, 2, 0.0, 8.0, 2.0) == 4  # between epochs: two more 10-s epochs
-    assert epochs_that_fit(25.0, 2, 0.5, 8.0, 2.0) == 4  # 6 s finish the third, one more of 10 s fits in 19
-    assert epochs_that_fit(5.0, 2, 0.5, 8.0, 2.0) == 3  # the third does not fit: it is finished anyway
-    assert epochs_that_fit(-3.0, 0, 0.0, 8.0, 2.0) == 0
+def test_a_run_may_end_at_a_quarter_half_or_three_quarters_of_an_epoch():
+    assert epoch_ends(44) == [11, 22, 33, 44] and epoch_ends(23) == [6, 12, 17, 23]  # fast; fast-muon
+    assert epoch_ends(2) == [1, 2] and epoch_ends(1) == [1]  # tiny epochs: no part smaller than a step
+    assert epochs_of(396, 44) == 9 and isinstance(epochs_of(396, 44), int) and epochs_of(374, 44) == 8.5
+    assert epochs_of(190, 23) == 8.26  # optimizer steps over steps per epoch
+
+
+def test_steps_that_fit_end_at_the_latest_part_of_an_epoch_that_fits():
+    """An epoch of 40 steps trains in 8 s and validates in 2 s; every epoch the run reaches is validated."""
+    assert steps_that_fit(25.0, 80, 2, 40, 8.0, 2.0) == 80 + 80 + 10  # two more epochs (20 s), a quarter (2 + 2)
+    assert steps_that_fit(23.0, 80, 2, 40, 8.0, 2.0) == 160  # 2 + 2 s more do not fit in 3
+    assert steps_that_fit(6.0, 100, 2, 40, 8.0, 2.0) == 120  # from half-way: the rest of the epoch (4 + 2 s)
+    assert steps_that_fit(5.0, 100, 2, 40, 8.0, 2.0) == 110  # or only its next quarter (2 + 2 s)
+    assert steps_that_fit(3.0, 100, 2, 40, 8.0, 2.0) == 100  # nothing more fits: the run ends where it is
+    assert steps_that_fit(-3.0, 0, 0, 40, 8.0, 2.0) == 0
+
+
+def test_the_plan_uses_the_budget_up_to_a_quarter_of_an_epoch():
+    """fast at 60 minutes on a 2-core AMD EPYC: whole epochs left 291 s unused; now the last epoch takes most of it."""
+    steps, planned_s = fit_steps(3600.0, 148.0, 338.0, 9.0, 130.0, 44)  # 9 epochs of 347 s, 199 s left
+    assert steps == 9 * 44 + 22 and planned_s == pytest.approx(148 + 9.5 * 338 + 10 * 9 + 130)
+    assert fit_steps(60.0, 0.0, 80.0, 5.0, 10.0, 40) == (20, 0.0 + 40 + 5 + 10)  # half an epoch, not one
+    steps, planned_s = fit_steps(60.0, 50.0, 80.0, 5.0, 10.0, 40)  # not even a quarter: a quarter anyway
+    assert steps == 10 and planned_s > 60
 
 
 def factors(cfg, st: TrainState, steps) -> list[float]:
@@ -82,7 +107,7 @@ def progresses(st: TrainState, steps) -> list[float]:
 
 @settings(max_examples=200, deadline=None)
 @given(recipe=st.sampled_from(["fast", "seed-aug", "resnet"]), n=st.integers(1, 60), planned=st.integers(1, 12),
-       replans=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 12)), min_size=1, max_size=4))
+       replans=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 12 * PARTS)), min_size=1, max_size=4))
 def test_a_replan_lays_the_rest_of_the_decay_from_the_current_rate(recipe, n, planned, replans):
     """However often the run's length is re-planned (up or down), past the warm-up the learning rate never jumps,
     never rises, and still ends at the schedule's end value at the new last step; the run's progress (Lookahead's
@@ -91,16 +116,16 @@ def test_a_replan_lays_the_rest_of_the_decay_from_the_current_rate(recipe, n, pl
     sched = schedule_steps(cfg, planned, n)
     state = TrainState(planned, sched["total"], sched["warmup"])
     step, lrs, progress = 0, [], []
-    for where, epochs in replans:
+    for where, quarters in replans:
         target = min(state.schedule_total, step + round(where * (state.schedule_total - step)))
         lrs += factors(cfg, state, range(step, target))
         progress += progresses(state, range(step, target))
         step = target
-        epochs = max(epochs, step // n + 1)  # a re-plan leaves steps to train (replan ends a run without one)
+        end = max(round(quarters * n / PARTS), step + 1)  # a new end with steps left (or a run ends where it is)
         before, progress_before = factors(cfg, state, [step])[0], progresses(state, [step])[0]
         warm = step < state.schedule_warmup
-        relay_schedule(cfg, state, step, epochs, n)
-        assert state.schedule_total == epochs * n and state.planned_epochs == epochs
+        relay_schedule(cfg, state, step, end, n)
+        assert state.schedule_total == state.end_step(n) == end and state.planned_epochs == math.ceil(end / n)
         if not warm:  # past the warm-up: the same rate at the step of the re-plan
             assert factors(cfg, state, [step])[0] == pytest.approx(before)
         assert progresses(state, [step])[0] == pytest.approx(progress_before)
@@ -124,47 +149,51 @@ def test_without_a_replan_the_run_progress_is_step_over_total_exactly():
 
 
 def replan_run(cfg, planned: int, clock: list, history: list):
-    sched = schedule_steps(cfg, planned, 49)
+    sched = schedule_steps(cfg, planned, 40)
     state = TrainState(planned, sched["total"], sched["warmup"], epoch=len(history), budget={"final_eval_s": 5.0},
                        history=history)
-    return state, SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=49)
+    return state, SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=40)
 
 
 def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
     cfg = RunConfig.resolve("fast", {"time_budget": 1.0})
-    assert schedule_steps(cfg, 10, 49) == {"total": 490, "warmup": round(0.23 * 490)}
+    assert schedule_steps(cfg, 10, 40) == {"total": 400, "warmup": round(0.23 * 400)}
     clock = [30.0]
     state, run = replan_run(cfg, 10, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
-    BudgetReplan().on_epoch_end(run, {})  # 60 − 30 − 5 = 25 s left: 2 more 10-s epochs fit
-    assert state.planned_epochs == 4 and state.schedule_total == 4 * 49
-    # 98 steps done, still in the 113-step warm-up: it ends now (the new run's share, 45, has passed)
-    assert state.schedule_warmup == 2 * 49 and state.schedule_anchor is None
-    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4, "was": 10}]
+    BudgetReplan().on_epoch_end(run, {})  # 60 − 30 − 5 = 25 s left: 2.5 more 10-s epochs fit
+    assert state.planned_epochs == 5 and state.schedule_total == state.end_step(40) == 4 * 40 + 20
+    # 80 steps done, still in the 92-step warm-up: it ends now (the new run's share, 41, has passed)
+    assert state.schedule_warmup == 2 * 40 and state.schedule_anchor is None
+    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4.5, "was": 10}]
     # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
-    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 4, 49))
-    assert again.plan() == state.plan() and state.progress_anchor == [98, pytest.approx(98 / 490)]
+    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 5, 40))
+    assert again.plan() == state.plan() and state.progress_anchor == [80, pytest.approx(80 / 400)]
+    clock[0] = 29.0
+    BudgetReplan().on_epoch_end(run, {})  # still fits (a quarter more does not): no change
+    assert state.schedule_total == 180 and len(state.budget["replanned"]) == 1
     clock[0] = 31.0
-    BudgetReplan().on_epoch_end(run, {})  # still fits: no change
-    assert state.planned_epochs == 4 and len(state.budget["replanned"]) == 1
+    BudgetReplan().on_epoch_end(run, {})  # 24 s: the half epoch no longer fits, a quarter does
+    assert state.planned_epochs == 5 and state.schedule_total == 170 and state.budget["replanned"][-1]["epochs"] == 4.25
     clock[0] = 58.0
     BudgetReplan().on_epoch_end(run, {})  # nothing fits any more: the run ends after this epoch
-    assert state.planned_epochs == 2 and state.finished
+    assert state.planned_epochs == 2 and state.end_step(40) == 80 and state.finished
     assert replan_line(state.budget["replanned"][-1]).endswith("the run ends after this epoch")
     assert "laid from the current learning rate" in replan_line(state.budget["replanned"][0])
+    assert replan_line({"after_epoch": 2.26, "epochs": 2.26, "was": 3}).endswith("the run ends here")
 
 
 def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rate():
     cfg = RunConfig.resolve("fast", {"time_budget": 2.0})
     clock = [40.0]
     state, run = replan_run(cfg, 3, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
-    before = factors(cfg, state, [98])[0]
-    BudgetReplan().on_epoch_end(run, {})  # 120 − 40 − 5 = 75 s: 7 more epochs of 10 s (10.5 with the margin)
+    before = factors(cfg, state, [80])[0]
+    BudgetReplan().on_epoch_end(run, {})  # 120 − 40 − 5 = 75 s: 7.5 more epochs of 10 s, 7 of 10.5 (the margin)
     assert state.planned_epochs == 9 and state.budget["replanned"] == [{"after_epoch": 2, "epochs": 9, "was": 3}]
-    assert state.schedule_anchor[0] == 98 and factors(cfg, state, [98])[0] == pytest.approx(before)
-    assert state.progress_anchor == [98, pytest.approx(98 / (3 * 49))]  # Lookahead's averaging goes on from 2/3
-    assert progresses(state, [98, 9 * 49]) == [pytest.approx(2 / 3), 1.0]
-    assert factors(cfg, state, [9 * 49])[0] == pytest.approx(cfg.lr_end_factor)
-    clock[0] = 49.0  # 66 s left: 6.6 epochs of 10 s, but 6.29 of 10.5: a 5% margin before adding one
+    assert state.schedule_anchor[0] == 80 and factors(cfg, state, [80])[0] == pytest.approx(before)
+    assert state.progress_anchor == [80, pytest.approx(80 / (3 * 40))]  # Lookahead's averaging goes on from 2/3
+    assert progresses(state, [80, 9 * 40]) == [pytest.approx(2 / 3), 1.0]
+    assert factors(cfg, state, [9 * 40])[0] == pytest.approx(cfg.lr_end_factor)
+    clock[0] = 51.0  # 64 s left: 6.25 epochs of 10 s, but 6 of 10.5: a 5% margin before adding a quarter
     state2, run2 = replan_run(cfg, 8, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
     BudgetReplan().on_epoch_end(run2, {})
     assert state2.planned_epochs == 8 and "replanned" not in state2.budget
@@ -172,7 +201,6 @@ def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rat
     state3, run3 = replan_run(cfg, 2, [10.0], [{"seconds": 10.0}, {"seconds": 10.0}])
     BudgetReplan().on_epoch_end(run3, {})
     assert state3.planned_epochs == 2 and state3.finished
-
 
 
 def test_epochs_are_added_only_at_the_pace_of_the_slowest_epoch_so_far():
@@ -184,35 +212,66 @@ def test_epochs_are_added_only_at_the_pace_of_the_slowest_epoch_so_far():
     assert up_pace([{"seconds": 10.0}, {"seconds": 12.0}, {"seconds": 10.0}], 10.0) == pytest.approx(1.26)
     assert up_pace([], 10.0) == up_pace([{"seconds": 8.0}], 10.0) == pytest.approx(1.05)
     fast_again = [{"seconds": 10.0}, {"seconds": 12.0}, {"seconds": 10.0}, {"seconds": 10.0}]
-    clock = [40.0]  # 75 s left: 7 more epochs of 10 s (10.5 with the margin), but 5 of 12.6
+    clock = [40.0]  # 75 s left: 7.5 more epochs of 10 s (7 of 10.5 with the margin), but 5.75 of 12.6
     state, run = replan_run(cfg, 8, clock, fast_again)
     BudgetReplan().on_epoch_end(run, {})
-    assert state.planned_epochs == 9  # 4 done + 5: one more than planned
+    assert state.budget["replanned"][-1]["epochs"] == 9.75  # 4 done + 5.75
     state, run = replan_run(cfg, 8, clock, [{"seconds": 10.0}] * 4)
     BudgetReplan().on_epoch_end(run, {})
     assert state.planned_epochs == 11  # 4 done + 7 at 10.5 s
-    clock[0] = 60.0  # 55 s left: 5 of 10 s fit, fewer than the 11 planned: down at once, whatever the slowest
+    clock[0] = 60.0  # 55 s left: 5.5 of 10 s fit, fewer than the 7 planned: down at once, whatever the slowest
     BudgetReplan().on_epoch_end(run, {})
-    assert state.planned_epochs == 9
+    assert state.budget["replanned"][-1]["epochs"] == 9.5 and state.planned_epochs == 10
 
 
-@pytest.mark.parametrize("speed", [1.0, 1e6])
+@pytest.mark.parametrize("speed", [12.5, 1e6])
 def test_the_plan_is_checked_during_an_epoch(data, tmp_path, speed):
     """A speed measured before the run (as the recipe picker's probe is) that read the machine wrong (far too
-    slow: 1 epoch planned; far too fast: dozens) is corrected a quarter of the way into the first epoch, from that
-    epoch's own pace. The run plans from the speed it is given: it does not measure again."""
-    cfg = RunConfig.resolve("seed-aug", {"time_budget": 0.15, "subset": 300, "val_size": 100, "batch_size": 20})
-    misread = {"train_images_per_s": speed, "eval_images_per_s": 1000.0, "estimated_epoch_s": 200 / speed + 0.1,
+    slow: half an epoch planned; far too fast: dozens) is corrected a quarter of the way into the first epoch, from
+    that epoch's own pace. The run plans from the speed it is given: it does not measure again. (A plan of a
+    quarter of an epoch, the least there is, ends at its first check: the schedule has annealed there, so it is
+    not extended.)"""
+    cfg = RunConfig.resolve("seed-aug", {"time_budget": 0.3, "subset": 300, "val_size": 100, "batch_size": 20})
+    misread = {"train_images_per_s": speed, "eval_images_per_s": 1000.0, "estimated_epoch_s": 300 / speed + 0.1,
                "validation_s": 0.1, "final_eval_s": 1.0, "measured_by": "a misread probe"}
     out, m = train(cfg, tmp_path / "run", data=data, test=False, speed=misread)
-    planned = m["budget"]["planned_epochs"]
-    assert (planned == 1) == (speed == 1.0) and (planned > 20) == (speed == 1e6)
+    planned = m["budget"]["planned_epochs"]  # 15 steps an epoch of 24 s: 8 of them (12.9 s) fit in 17, 11 do not
+    assert (planned == 0.53) == (speed == 12.5) and (planned > 20) == (speed == 1e6)
     assert m["budget"]["speed_measured_by"] == "a misread probe" and m["budget"]["train_images_per_s"] == speed
     first = m["budget"]["replanned"][0]
     assert first["was"] == planned and 0 < first["after_epoch"] < 0.5  # a quarter into epoch 1 (in whole steps)
-    assert (first["epochs"] > planned) == (planned == 1) and m["budget"]["epochs_run"] == m["epochs"]
+    assert (first["epochs"] > planned) == (planned < 1) and math.ceil(m["budget"]["epochs_run"]) == m["epochs"]
     rows = [r.split(",") for r in (out / "history.csv").read_text().splitlines()]
     lrs = [float(r[rows[0].index("lr")]) for r in rows[1:]]
-    if planned == 1:  # the run trains the epochs that fit and the rate falls from the first check on
+    if planned < 1:  # the run trains the epochs that fit and the rate falls from the first check on
         assert m["epochs"] > 1 and all(b < a for a, b in zip(lrs, lrs[1:], strict=False))
     assert m["wall_seconds"] <= cfg.time_budget * 60 * 2
+
+
+def test_a_plan_that_ends_half_way_into_an_epoch_trains_exactly_that(data, tmp_path, monkeypatch):
+    """A plan of 1.5 epochs (no re-plan: this machine's real pace would move the end) trains one epoch and the
+    first half of the next, validates both, and its learning-rate schedule ends at the last step it trains."""
+    monkeypatch.setattr(engine, "replan", lambda *a, **k: None)
+    monkeypatch.setattr(hooks, "replan", lambda *a, **k: None)
+    trained, real = [], engine.train_one_epoch
+
+    def counting(*args, **kwargs):
+        tr = real(*args, **kwargs)
+        trained.append(tr["images"])
+        return tr
+
+    monkeypatch.setattr(engine, "train_one_epoch", counting)
+    cfg = RunConfig.resolve("seed-aug", {"time_budget": 10.0, "subset": 300, "val_size": 100, "batch_size": 20})
+    # 300 training images: 15 steps an epoch of 300 s; ~499 s left after the 100-s test pass: one epoch and 8 steps
+    # (160 s) fit, 11 (220 s) do not
+    speed = {"train_images_per_s": 300 / 300, "eval_images_per_s": 1000.0, "estimated_epoch_s": 300.0,
+             "validation_s": 0.0, "final_eval_s": 100.0, "measured_by": "a slow probe"}
+    out, m = train(cfg, tmp_path / "run", data=data, test=False, speed=speed)
+    b = m["budget"]
+    assert (b["planned_epochs"], b["planned_steps"], b["epochs_run"], m["epochs"]) == (1.53, 23, 1.53, 2)
+    assert trained == [300, 160] and "replanned" not in b
+    rows = [r.split(",") for r in (out / "history.csv").read_text().splitlines()]
+    assert len(rows) == 3 and all(r[rows[0].index("val_accuracy")] for r in rows[1:])  # both epochs validated
+    sched = schedule_steps(cfg, 1, 23)  # the schedule laid over the 23 steps
+    last = cfg.lr * lr_factor(cfg.schedule, 22, 23, sched["warmup"], cfg.lr_start_factor, cfg.lr_end_factor)
+    assert float(rows[-1][rows[0].index("lr")]) == pytest.approx(last, rel=1e-4)

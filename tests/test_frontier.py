@@ -181,7 +181,8 @@ def _plans(monkeypatch, plans: dict[str, dict]):
         plan = plans[cfg.recipe]
         if isinstance(plan, Exception):
             raise plan
-        return {"train_images_per_s": 100.0, "final_eval_s": 10.0, "measured_by": "test", **plan}
+        return {"train_images_per_s": 100.0, "final_eval_s": 10.0, "validation_s": 0.0, "steps_per_epoch": 40,
+                "measured_by": "test", **plan}
 
     monkeypatch.setattr(pick, "probe", fake_probe)
     frontier = {"about": "test", "recipes": {
@@ -193,31 +194,33 @@ def _plans(monkeypatch, plans: dict[str, dict]):
 def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypatch, data):
     import time
 
-    # 2 minutes, 10 s of test pass: seed-aug fits 4 epochs of 25 s, fast 3 of 35 s
+    # 2 minutes, 10 s of test pass: seed-aug fits 4.25 epochs of 25 s (the last ends a quarter in), fast 3 of 35 s
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25}, "fast": {"estimated_epoch_s": 35}})
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
-    assert [(r["epochs"], r["fits"]) for r in p["rows"]] == [(4, True), (3, True)]
+    assert [(r["epochs"], r["fits"]) for r in p["rows"]] == [(4.25, True), (3, True)]
     assert p["recipe"] == "fast" and "83.5%" in p["why"]  # 0.75 + (0.92 − 0.75) / 2 at 3 epochs beats 0.8
-    assert p["speed"] == {"train_images_per_s": 100.0, "final_eval_s": 10.0, "measured_by": "test",
+    assert p["speed"] == {"train_images_per_s": 100.0, "final_eval_s": 10.0, "validation_s": 0.0,
+                          "steps_per_epoch": 40, "measured_by": "test",
                           "estimated_epoch_s": 35}  # the chosen recipe's probe: its run plans from it
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25},
-                         "fast": {"estimated_epoch_s": 200}})  # fast overshoots the 2 minutes
+                         "fast": {"estimated_epoch_s": 200}})  # fast fits half an epoch in the 2 minutes
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
-    assert p["recipe"] == "seed-aug" and not p["rows"][1]["fits"] and p["rows"][1]["epochs"] == 1
-    # the time spent before and while choosing counts: 20 s of it leaves seed-aug 3 epochs, not 4
-    assert pick.pick_recipe(2, {}, data, time.perf_counter() - 20)["rows"][0]["epochs"] == 3
-    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 200}})
-    p = pick.pick_recipe(1, {}, data, time.perf_counter())
-    assert p["recipe"] == "fast" and "quickest" in p["why"]
+    assert p["recipe"] == "seed-aug" and p["rows"][1]["fits"] and p["rows"][1]["epochs"] == 0.5
+    assert p["rows"][1]["expected_test_accuracy_tta"] == pytest.approx(0.1 + (0.75 - 0.1) / 2)  # from chance at 0
+    # the time spent before and while choosing counts: 20 s of it leaves seed-aug 3.5 epochs, not 4.25
+    assert pick.pick_recipe(2, {}, data, time.perf_counter() - 20)["rows"][0]["epochs"] == 3.5
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 240}})
+    p = pick.pick_recipe(1, {}, data, time.perf_counter())  # 50 s: not a quarter of either
+    assert p["recipe"] == "fast" and "quickest" in p["why"] and not any(r["fits"] for r in p["rows"])
     _plans(monkeypatch, {"seed-aug": UserError("cannot take 64×64"), "fast": UserError("cannot take 64×64")})
     with pytest.raises(UserError, match="no recipe with a measured frontier"):
         pick.pick_recipe(1, {}, data, time.perf_counter())
     lines = pick.pick_lines({**p, "rows": [{"recipe": "fast", "excluded": "cannot take 64×64"}, *p["rows"]]})
     assert any("cannot train this data set" in line for line in lines) and lines[-1].startswith("→ fast")
-    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25}, "fast": {"estimated_epoch_s": 80}})
-    lines = pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))  # seed-aug fits 4, fast 1
-    assert "   4 epochs fit  " in lines[1] and "   1 epoch fits  " in lines[2]
-    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 80}})
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25}, "fast": {"estimated_epoch_s": 100}})
+    lines = pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))  # seed-aug fits 4.25, fast 1
+    assert " 4.25 epochs fit  " in lines[1] and "    1 epoch fits  " in lines[2]
+    _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 100}})
     assert "after 1 epoch at 100 img/s" in pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))[-1]
 
 

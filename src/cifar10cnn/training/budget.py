@@ -1,19 +1,22 @@
-"""`--time-budget MINUTES`: measure this machine's speed, then plan the epochs that fit.
+"""`--time-budget MINUTES`: measure this machine's speed, then plan the training that fits.
 
 The speed is measured on a throw-away copy of the model and optimizer (the run itself starts
 untouched): a few warm-up steps, then 6–64 timed training steps (≥ 2,048 images) with the recipe's
 augmentation, and a timed evaluation pass. The plan leaves room for validation after every epoch
 and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
-multi-crop TTA). The learning-rate schedule is then laid over the planned epochs.
+multi-crop TTA). The plan is in optimizer steps: whole epochs, and the last one may end at a quarter, half or three
+quarters of its steps (`epoch_ends`), so a budget is not left unused for want of a whole epoch (the `fast` run at 60
+minutes ended 291 s early, 0.85 of an epoch) and a budget shorter than an epoch is kept to. The learning-rate
+schedule is then laid over the planned steps.
 
 During the run the plan is checked against the speed the run really has (`replan`): at a quarter, half and three
 quarters of every epoch's images (`check_points`; this epoch's pace so far) and after every epoch (the slower of the
-last two). When fewer epochs fit than planned, or more (with a 5% margin, at the pace of the slowest epoch the run
-has had: `up_pace`), the plan changes and the rest of the learning-rate decay is laid from the current rate over the
-new number of epochs (schedule.py's anchor): the rate never jumps, and it still anneals by the end. The epoch under
-way is always finished; an epoch that would end past the budget is not started. So a speed measurement that read the
-machine wrong costs part of an epoch, not the plan: at 20 minutes `fast-muon` planned 1 epoch from a reading of 97
-img/s where its epoch then ran at 109 and 2 would have fit.
+last two). When less fits than planned, or more (with a 5% margin, at the pace of the slowest epoch the run has had:
+`up_pace`), the run's end moves to the latest end that fits (`steps_that_fit`) and the rest of the learning-rate decay
+is laid from the current rate to it (schedule.py's anchor): the rate never jumps, and it anneals by the end. When
+nothing more fits, the run ends where it is, at the check. So a speed measurement that read the machine wrong costs a
+quarter of an epoch, not the plan: at 20 minutes `fast-muon` planned 1 epoch from a reading of 97 img/s where its
+epoch then ran at 109 and 2 would have fit.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import torch
 from ..inference import predict_logits, tta_views
 from .loop import train_one_epoch
 from .schedule import decay_progress, run_progress
-from .state import TrainState, schedule_steps
+from .state import TrainState, laid_schedule, steps_per_epoch
 
 EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
 UP_MARGIN = 1.05  # a re-plan adds epochs only if they fit at a 5% slower pace (it cannot take them back cheaply)
 CHECKS = (0.25, 0.5, 0.75)  # the fractions of every epoch at which the plan is checked, besides its end
+PARTS = len(CHECKS) + 1  # and where a run may end: at any quarter of an epoch
 
 
 def up_pace(history: list[dict], epoch_s: float) -> float:
@@ -42,6 +46,12 @@ def up_pace(history: list[dict], epoch_s: float) -> float:
     return UP_MARGIN * max(1.0, slowest / epoch_s) if epoch_s > 0 else UP_MARGIN
 
 
+def epoch_ends(n_steps: int) -> list[int]:
+    """The steps into an epoch of `n_steps` steps at which a time-budget run may end: a quarter, half and three
+    quarters of its steps (where the plan is checked, `check_points`) and its end."""
+    return sorted({round(q * n_steps / PARTS) for q in range(1, PARTS + 1)} - {0})
+
+
 def check_points(n_steps: int, batch_size: int, images: int) -> dict[int, float]:
     """{optimizer steps into an epoch: the fraction of its images trained by then} at CHECKS of an epoch of
     `n_steps` steps over `images` at global batch `batch_size` (a last partial batch dropped across ranks is not
@@ -49,7 +59,13 @@ def check_points(n_steps: int, batch_size: int, images: int) -> dict[int, float]
     steps are 26.7% of the epoch's images, not 26.1%; a pace read from the steps made the epoch 2.2% slower
     than it ran, at every check."""
     trained = min(n_steps * batch_size, images)
-    return {k: k * batch_size / trained for k in sorted({round(q * n_steps) for q in CHECKS}) if 0 < k < n_steps}
+    return {k: k * batch_size / trained for k in epoch_ends(n_steps) if k < n_steps}
+
+
+def epochs_of(steps: int, steps_per_epoch: int) -> int | float:
+    """`steps` optimizer steps in epochs, as the plan and its records show them: 9, or 8.5 when the last epoch ends
+    half-way."""
+    return steps // steps_per_epoch if steps % steps_per_epoch == 0 else round(steps / steps_per_epoch, 2)
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
@@ -68,29 +84,45 @@ def calibration_images(batch_size: int, n_train: int, probe_images: int | None =
             whole(max(2048, min(20 * batch_size, 6 * 1024))))
 
 
-def fit_epochs(budget_s: float, spent_s: float, epoch_s: float, final_eval_s: float) -> tuple[int, float]:
-    """(epochs planned, seconds planned in all): as many epochs as fit after the time spent and before the final
-    test pass; one at least (a budget too small for one epoch still trains one)."""
-    epochs = max(1, math.floor((budget_s - spent_s - final_eval_s) / epoch_s))
-    return epochs, spent_s + epochs * epoch_s + final_eval_s
+def steps_that_fit(left_s: float, step: int, epochs_done: int, steps_per_epoch: int, train_s: float,
+                   val_s: float) -> int:
+    """The last optimizer step a run can reach with `left_s` seconds left before its final test pass, `step` steps
+    trained and `epochs_done` epochs validated, when an epoch's training takes `train_s` and its validation `val_s`:
+    the latest end of an epoch or of a quarter of one (epoch_ends) whose training and validations fit; `step` itself
+    (the run ends there) when none does. Every epoch the run reaches is validated, a last partial one too."""
+    n = steps_per_epoch
+
+    def cost(end: int) -> float:
+        return (end - step) / n * train_s + (math.ceil(end / n) - epochs_done) * val_s
+
+    best, ends = step, epoch_ends(n)
+    last_epoch = step // n + 1 + math.floor(max(0.0, left_s) / max(train_s + val_s, 1e-9))  # none can fit past it
+    for epoch in range(step // n, last_epoch + 1):
+        for end in (epoch * n + k for k in ends):
+            if end <= step:
+                continue
+            if cost(end) > left_s:
+                return best
+            best = end
+    return best
 
 
-def epochs_that_fit(left_s: float, epochs_done: int, fraction: float, train_s: float, val_s: float) -> int:
-    """Epochs a run can finish with `left_s` seconds left before its final test pass, `epochs_done` finished and
-    `fraction` (0–1) of the next one trained, when an epoch's training takes `train_s` and its validation `val_s`.
-    The epoch under way is always finished."""
-    under_way = 1 if fraction > 0 else 0
-    finish_s = ((1.0 - fraction) * train_s + val_s) if under_way else 0.0
-    return epochs_done + under_way + max(0, math.floor((left_s - finish_s) / (train_s + val_s)))
+def fit_steps(budget_s: float, spent_s: float, train_s: float, val_s: float, final_eval_s: float,
+              steps_per_epoch: int) -> tuple[int, float]:
+    """(optimizer steps planned, seconds planned in all): the latest end (steps_that_fit) after the time spent and
+    before the final test pass; a quarter of an epoch at least (a budget too small for it still trains it)."""
+    n = steps_per_epoch
+    end = max(epoch_ends(n)[0], steps_that_fit(budget_s - spent_s - final_eval_s, 0, 0, n, train_s, val_s))
+    return end, spent_s + end / n * train_s + math.ceil(end / n) * val_s + final_eval_s
 
 
-def relay_schedule(cfg, st: TrainState, step: int, epochs: int, steps_per_epoch: int) -> None:
-    """The schedule laid over `epochs` from optimizer step `step` on, continuing from where it is: past the
-    warm-up, the decay goes on from its current progress (an anchor) to its end at the new last step; during the
-    warm-up, the warm-up keeps its length, or is shortened to the new run's share of it (but not before now).
-    The run's progress (Lookahead's averaging) goes on from where it is to 1 at the new last step, too.
-    The new run has steps left: epochs × steps_per_epoch > step."""
-    new = schedule_steps(cfg, epochs, steps_per_epoch)
+def relay_schedule(cfg, st: TrainState, step: int, end: int, steps_per_epoch: int) -> None:
+    """The schedule laid to end at optimizer step `end` (≥ `step`; the run's epochs follow: the last ends there)
+    from step `step` on, continuing from where it is: past the warm-up, the decay goes on from its current progress
+    (an anchor) to its end at the new last step; during the warm-up, the warm-up keeps its length, or is shortened
+    to the new run's share of it (but not before now). The run's progress (Lookahead's averaging) goes on from
+    where it is to 1 at the new last step, too."""
+    new = laid_schedule(cfg, end, steps_per_epoch)
     if step >= st.schedule_warmup:
         anchor = [step, decay_progress(step, st.schedule_total, st.schedule_warmup, st.schedule_anchor)]
         warmup = st.schedule_warmup
@@ -98,31 +130,30 @@ def relay_schedule(cfg, st: TrainState, step: int, epochs: int, steps_per_epoch:
         anchor = None
         warmup = st.schedule_warmup if st.schedule_warmup <= new["warmup"] else max(step, new["warmup"])
     progress = [step, run_progress(step, st.schedule_total, st.progress_anchor)]
-    st.take_plan((epochs, new["total"], warmup, anchor, progress))
+    st.take_plan((math.ceil(end / steps_per_epoch), end, warmup, anchor, progress))
 
 
 def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, val_s: float,
            steps_per_epoch: int, steps_done: int) -> dict | None:
     """Check the plan at `now_s` on the run's clock, `steps_done` optimizer steps (`fraction` of the images) into
     the epoch after `st.epoch` (0, 0.0: between epochs), with an epoch's training taking `train_s` and its
-    validation `val_s`: if fewer epochs fit than planned, or more at `up_pace`'s slower pace while the schedule
-    has steps left, re-plan (relay_schedule) and return the re-plan's record (kept in the budget's "replanned");
-    else None."""
+    validation `val_s`: if the run cannot reach its planned end, or can reach a later one at `up_pace`'s slower
+    pace while the schedule has steps left, move the end (relay_schedule; to this step if nothing more fits) and
+    return the re-plan's record (kept in the budget's "replanned"); else None."""
+    n = steps_per_epoch
     left = cfg.time_budget * 60 - now_s - st.budget["final_eval_s"]
-    step = st.epoch * steps_per_epoch + steps_done
-    fits = epochs_that_fit(left, st.epoch, fraction, train_s, val_s)
-    if fits > st.planned_epochs:
-        if step >= st.schedule_total:  # the schedule has ended: more epochs would only train at its last rate
+    end = st.end_step(n)
+    step = min(st.epoch * n + steps_done, end)
+    fits = steps_that_fit(left, step, st.epoch, n, train_s, val_s)
+    if fits > end:
+        if step >= st.schedule_total:  # the schedule has ended: more steps would only train at its last rate
             return None
         slower = up_pace(st.history, train_s + val_s)
-        fits = max(st.planned_epochs, epochs_that_fit(left, st.epoch, fraction, train_s * slower, val_s * slower))
-    if fits == st.planned_epochs:
+        fits = max(end, steps_that_fit(left, step, st.epoch, n, train_s * slower, val_s * slower))
+    if fits == end:
         return None
-    record = {"after_epoch": round(st.epoch + fraction, 2), "epochs": fits, "was": st.planned_epochs}
-    if fits > st.epoch:
-        relay_schedule(cfg, st, step, fits, steps_per_epoch)
-    else:  # nothing more fits: the run ends after this epoch (the schedule stays as it was)
-        st.planned_epochs = fits
+    record = {"after_epoch": round(st.epoch + fraction, 2), "epochs": epochs_of(fits, n), "was": epochs_of(end, n)}
+    relay_schedule(cfg, st, step, fits, n)
     st.budget.setdefault("replanned", []).append(record)
     return record
 
@@ -135,9 +166,10 @@ def replan_direction(record: dict) -> str:
 def replan_line(record: dict) -> str:
     """The console line of a re-plan (its record from `replan`)."""
     ends = record["epochs"] <= record["after_epoch"]
-    return (f"time budget: this machine runs {replan_direction(record)} than measured — {record['epochs']} "
-            f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']} planned); "
-            + ("the run ends after this epoch" if ends else
+    where = "after this epoch" if record["after_epoch"] == int(record["after_epoch"]) else "here"
+    return (f"time budget: this machine runs {replan_direction(record)} than measured — {record['epochs']:g} "
+            f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']:g} planned); "
+            + (f"the run ends {where}" if ends else
                "the rest of the schedule is laid from the current learning rate to end there"))
 
 
@@ -169,28 +201,32 @@ def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, 
     return {"train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
             "estimated_epoch_s": len(train_idx) / train_ips + n_val / eval_ips, "validation_s": n_val / eval_ips,
             "final_eval_s": n_test / eval_ips * passes + 5.0,  # + loading and writing files
+            "steps_per_epoch": steps_per_epoch(len(train_idx), bs),
             "measured_by": "the recipe picker's probe" if probe_images else "the run",
             "measure_s": time.perf_counter() - t_start}
 
 
-def lay_plan(cfg, speed: dict, spent_s: float) -> dict:
+def lay_plan(cfg, speed: dict, spent_s: float, n_steps: int) -> dict:
     """The plan (the budget record kept in metrics.json) from a measured `speed` (measure_speed), when `spent_s`
-    seconds of the budget are gone ("calibration_s": choosing the recipe, measuring)."""
-    epochs, planned_s = fit_epochs(cfg.time_budget * 60, spent_s, speed["estimated_epoch_s"], speed["final_eval_s"])
+    seconds of the budget are gone ("calibration_s": choosing the recipe, measuring), for a run of `n_steps`
+    optimizer steps per epoch."""
+    val_s = speed["validation_s"]
+    steps, planned_s = fit_steps(cfg.time_budget * 60, spent_s, speed["estimated_epoch_s"] - val_s, val_s,
+                                 speed["final_eval_s"], n_steps)
     return {
         "minutes": cfg.time_budget, "train_images_per_s": round(speed["train_images_per_s"], 1),
         "eval_images_per_s": round(speed["eval_images_per_s"], 1),
-        "estimated_epoch_s": round(speed["estimated_epoch_s"], 2), "validation_s": round(speed["validation_s"], 2),
+        "estimated_epoch_s": round(speed["estimated_epoch_s"], 2), "validation_s": round(val_s, 2),
         "final_eval_s": round(speed["final_eval_s"], 2),
-        "calibration_s": round(spent_s, 2), "planned_epochs": epochs,
+        "calibration_s": round(spent_s, 2), "planned_epochs": epochs_of(steps, n_steps), "planned_steps": steps,
         "planned_seconds": round(planned_s, 1),
         "stopped_by_budget": False, "speed_measured_by": speed["measured_by"],
     }
 
 
 def plan_budget(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val: int, n_test: int,
-                augment, spent_s: float) -> dict:
+                augment, spent_s: float, n_steps: int) -> dict:
     """A run's own plan: its speed measured now (measure_speed), after `spent_s` seconds of the budget."""
     speed = measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, train_idx, n_val, n_test,
                           augment)
-    return lay_plan(cfg, speed, spent_s + speed["measure_s"])
+    return lay_plan(cfg, speed, spent_s + speed["measure_s"], n_steps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ from ..runs import (
 )
 from ..runtime import resolve_runtime
 from ..weights import save_weights
-from .budget import check_points, lay_plan, plan_budget, replan, replan_line
+from .budget import check_points, epochs_of, lay_plan, plan_budget, replan, replan_line
 from .checkpoint import load_checkpoint
 from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
 from .distributed import start as start_group
@@ -58,7 +59,7 @@ from .hooks import (
 from .loop import train_one_epoch
 from .parts import build_model, build_parts, freeze_finished_groups, resident_data, schedule_lr
 from .schedule import lr_factor, run_progress
-from .state import Run, TrainState, schedule_steps, steps_per_epoch
+from .state import Run, TrainState, laid_schedule, schedule_steps, steps_per_epoch
 
 
 def train(cfg: RunConfig, out: Path | None = None, data_dir=None, cache_dir=None, resume: bool | str = False,
@@ -179,27 +180,28 @@ def note_world_size(run: Run) -> None:
 def start_state(run: Run, n_test: int, speed: dict | None = None) -> TrainState:
     """A new run's state: the configured epochs, or as many as the time budget fits on this machine (at `speed`
     when it was measured before the run, see train)."""
-    cfg, d, budget, epochs, g = run.cfg, run.data, None, run.cfg.epochs, run.dist
+    cfg, d, budget, g, n = run.cfg, run.data, None, run.dist, run.steps_per_epoch
+    sched = schedule_steps(cfg, cfg.epochs, n)
     if cfg.time_budget is not None and speed is not None and g.world_size == 1:
-        budget = lay_plan(cfg, speed, spent_s=run.clock())
+        budget = lay_plan(cfg, speed, spent_s=run.clock(), n_steps=n)
     elif cfg.time_budget is not None:  # speed is measured on copies: the run starts untouched
         # every rank measures its share at once (rank 0's plan is kept): its local batch, its images
         local = dataclasses.replace(cfg, batch_size=cfg.batch_size // g.world_size)
         probe = build_parts(local, copy.deepcopy(run.parts.model), run.runtime)
         budget = plan_budget(local, probe.step_model, probe.optimizer, run.runtime, d.train_x, d.train_y,
                              d.train_idx[g.rank::g.world_size], (len(d.val_y) + len(d.sample_y)) // g.world_size,
-                             n_test // g.world_size, run.parts.augment, spent_s=run.clock())
+                             n_test // g.world_size, run.parts.augment, spent_s=run.clock(), n_steps=n)
         del probe
     if budget is not None:
-        epochs = budget["planned_epochs"]
+        sched = laid_schedule(cfg, budget["planned_steps"], n)
         console.print(f"time budget {cfg.time_budget:g} min: {budget['train_images_per_s']:,.0f} train img/s "
-                      f"(measured by {budget['speed_measured_by']}) → {epochs} epochs planned (schedule scaled to "
-                      f"them)")
+                      f"(measured by {budget['speed_measured_by']}) → {budget['planned_epochs']:g} epochs planned "
+                      f"(schedule scaled to them)")
         if budget["planned_seconds"] > cfg.time_budget * 60:
-            console.print(f"time budget: even one epoch does not fit in {cfg.time_budget:g} min on this machine "
-                          f"(~{budget['planned_seconds']:.0f} s with the test pass); training one epoch anyway")
-    sched = schedule_steps(cfg, epochs, run.steps_per_epoch)
-    return TrainState(epochs, sched["total"], sched["warmup"], budget=budget)
+            console.print(f"time budget: not even a quarter of an epoch fits in {cfg.time_budget:g} min on this "
+                          f"machine (~{budget['planned_seconds']:.0f} s with the test pass); training "
+                          f"{budget['planned_epochs']:g} epochs anyway")
+    return TrainState(math.ceil(sched["total"] / n), sched["total"], sched["warmup"], budget=budget)
 
 
 def resume_state(run: Run) -> TrainState:
@@ -266,20 +268,23 @@ def train_epoch(run: Run) -> tuple[dict, dict]:
     torch.manual_seed(epoch_seed(cfg.seed, epoch, 1 + RANK_STREAMS * g.rank))  # dropout
     g_aug = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 2 + RANK_STREAMS * g.rank))
     freeze_finished_groups(p.optimizer, epoch)
+    first, n, local = (epoch - 1) * run.steps_per_epoch, run.steps_per_epoch, cfg.batch_size // g.world_size
+    steps = st.end_step(n) - first  # a time budget may end the run's last epoch part of the way (and move that end)
+    label = f"epoch {epoch}/{st.planned_epochs}" + (f" (its first {steps / n:.0%})" if steps < n else "")
     try:
-        with image_progress(f"epoch {epoch}/{st.planned_epochs}", len(mine)) as advance:
-            tr = train_one_epoch(p.step_model, p.optimizer, d.train_x, d.train_y, mine, rt,
-                                 cfg.batch_size // g.world_size, p.scaler, on_batch=advance, augment=p.augment,
-                                 epoch=epoch, generator=g_aug, lr_at=lr_schedule(run),
-                                 start_step=(epoch - 1) * run.steps_per_epoch, label_smoothing=cfg.label_smoothing,
-                                 ema=p.ema, after_step=after_steps(lookahead_step(run, epoch), budget_check(run, t0)))
+        with image_progress(label, min(len(mine), steps * local)) as advance:
+            tr = train_one_epoch(p.step_model, p.optimizer, d.train_x, d.train_y, mine, rt, local, p.scaler,
+                                 on_batch=advance, augment=p.augment, epoch=epoch, generator=g_aug,
+                                 lr_at=lr_schedule(run), start_step=first, label_smoothing=cfg.label_smoothing,
+                                 ema=p.ema, after_step=after_steps(lookahead_step(run, epoch), budget_check(run, t0)),
+                                 steps=(lambda: st.end_step(n) - first) if st.budget else None)
     except TrainingDiverged as e:
         kept = (f"last good checkpoint: epoch {st.epoch} in {checkpoint_path(run.out)}" if st.epoch
                 else "no epoch finished")
         raise TrainingDiverged(f"training diverged in epoch {epoch}: {e}; {kept}") from None
-    images = len(order)
+    images = tr["images"]
     if g.active:  # the epoch's figures over every rank's images
-        loss_sum, correct, images = g.sum([tr["loss"] * len(mine), tr["accuracy"] * len(mine), len(mine)])
+        loss_sum, correct, images = g.sum([tr["loss"] * images, tr["accuracy"] * images, images])
         tr = {"loss": loss_sum / images, "accuracy": correct / images}
         g.average_bn_stats(p.model, *(p.extra or {}).values())
     if p.lookahead is not None and p.lookahead.started:
@@ -410,7 +415,9 @@ def finish(run: Run, data: ImageDataset, test: bool) -> dict:
     if run.data.features_seconds is not None:
         metrics["features_seconds"] = run.data.features_seconds
     if st.budget:
-        metrics["budget"] = {**st.budget, "epochs_run": st.epoch, "wall_seconds": round(run.clock(), 2)}
+        n = run.steps_per_epoch  # the last epoch may have ended part of the way: 8.5 epochs run
+        metrics["budget"] = {**st.budget, "epochs_run": epochs_of(min(st.epoch * n, st.end_step(n)), n),
+                             "wall_seconds": round(run.clock(), 2)}
     if any(s["world_size"] > 1 for s in st.world_sizes):
         metrics["distributed"] = st.world_sizes
     out, metrics = g.on_main(lambda: (run.out, write_metrics(run.out, metrics)))

@@ -71,9 +71,9 @@ def epoch_seconds(history: list[dict]) -> float:
 
 
 class BudgetReplan(Hook):
-    """--time-budget: after an epoch, if fewer or more epochs fit than planned (the machine runs slower or faster
-    than measured at the start; the slower of the last two epochs counts), re-plan and lay the rest of the schedule
-    from the current learning rate over them (budget.replan), so it still anneals by the end. Runs before
+    """--time-budget: after an epoch, if less or more fits than planned (the machine runs slower or faster than
+    measured at the start; the slower of the last two epochs counts), re-plan and lay the rest of the schedule from
+    the current learning rate to the new end (budget.replan), so it still anneals by the end. Runs before
     Checkpoint, so a resumed run continues the re-planned schedule."""
 
     def on_epoch_end(self, run: Run, row: dict) -> None:
@@ -84,8 +84,11 @@ class BudgetReplan(Hook):
 
 
 def over_budget(run: Run) -> bool:
-    """Would one more epoch pass the time budget, final evaluation included?"""
-    return run.clock() + epoch_seconds(run.state.history) + run.state.budget["final_eval_s"] > run.cfg.time_budget * 60
+    """Would the next epoch (its planned share: the last may end part of the way) pass the time budget, final
+    evaluation included?"""
+    st, n = run.state, run.steps_per_epoch
+    share = min(n, st.end_step(n) - st.epoch * n) / n
+    return run.clock() + share * epoch_seconds(st.history) + st.budget["final_eval_s"] > run.cfg.time_budget * 60
 
 
 class TensorBoard(Hook):

@@ -38,18 +38,24 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     ema=None,
     after_step: Callable[[int], None] | None = None,
+    steps: Callable[[], int] | None = None,
 ) -> dict:
-    """One pass over `images[order]` in batches; returns mean train loss and accuracy.
+    """One pass over `images[order]` in batches; returns mean train loss and accuracy, and the images trained.
 
     augment(x, idx, epoch, generator) transforms each uint8 batch; lr_at(step) sets the learning
     rate of every step (global step = start_step + step in this epoch), times each parameter
     group's "lr_scale" (e.g. a lower rate for a pretrained backbone); ema.update(model) and
-    after_step(global step number, 1-based) follow each optimizer step.
+    after_step(global step number, 1-based) follow each optimizer step. steps(): how many steps this pass takes,
+    asked before each (a time budget ends a run's last epoch at a quarter of it, and may move that end while the
+    epoch goes); None: all of them.
     """
     model.train()
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    trained = 0
     for step, start in enumerate(range(0, len(order), batch_size)):
+        if steps is not None and step >= steps():
+            break
         idx = order[start:start + batch_size]
         x, y = to_batch(images[idx], runtime), labels[idx]
         if augment is not None:
@@ -75,11 +81,12 @@ def train_one_epoch(
             after_step(start_step + step + 1)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
+        trained += len(idx)
         if on_batch is not None:
             on_batch(len(idx))
         if (step + 1) % check_every == 0 and not torch.isfinite(loss_sum):
             raise TrainingDiverged(f"loss became {loss_sum.item()} at step {step + 1}")
-    mean_loss = loss_sum.item() / len(order)
+    mean_loss = loss_sum.item() / trained
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"loss became {mean_loss}")
-    return {"loss": mean_loss, "accuracy": correct.item() / len(order)}
+    return {"loss": mean_loss, "accuracy": correct.item() / trained, "images": trained}

@@ -5,13 +5,15 @@ For every recipe with a measured curve in frontier.json:
     epochs it fits   its speed measured here and now (a quick probe at its batch size: one batch warms up, then
                      at least 1,024 images are timed, then an evaluation pass of as many), laid out as the time
                      budget lays out a run, once every candidate is probed: the time spent choosing, validation
-                     after every epoch, the final test pass with its TTA views. The chosen recipe's run plans
-                     from its probe (it does not measure again) and re-plans while it goes (budget.replan)
+                     after every epoch, the final test pass with its TTA views (whole epochs, and the last may
+                     end at a quarter of one: budget.fit_steps). The chosen recipe's run plans from its probe (it
+                     does not measure again) and re-plans while it goes (budget.replan)
     expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
                      linear between measured epochs (from chance at 0), flat past the last one (no credit for
                      epochs never measured)
-The recipe whose epochs fit with the highest expected accuracy wins; when none fits one epoch, the quickest.
+The recipe whose epochs fit with the highest expected accuracy wins; when none fits a quarter of an epoch, the
+quickest.
 On another data set the CIFAR-10 figures rank the recipes; they do not predict its accuracy.
 """
 
@@ -25,7 +27,7 @@ from ..config import RunConfig
 from ..data.dataset import ImageDataset, make_split
 from ..errors import UserError
 from ..runtime import resolve_runtime
-from .budget import fit_epochs, measure_speed
+from .budget import epochs_of, fit_steps, measure_speed
 from .parts import build_model, build_parts, resident_data
 
 FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
@@ -38,7 +40,7 @@ def read_frontier(path: Path = FRONTIER_FILE) -> dict[str, list[dict]]:
     return {name: sorted(r["points"], key=lambda p: p["epochs"]) for name, r in recipes.items()}
 
 
-def expected_accuracy(points: list[dict], epochs: int, n_classes: int = 10) -> float:
+def expected_accuracy(points: list[dict], epochs: float, n_classes: int = 10) -> float:
     """The measured curve at `epochs`: linear between measured points, from chance (1/n_classes) at 0 epochs,
     the last measured figure past the last point."""
     xs = [(0, 1.0 / n_classes)] + [(p["epochs"], p["test_accuracy_tta"]) for p in points]
@@ -77,8 +79,10 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
             rows.append({"recipe": name, "excluded": str(e)})
     spent = time.perf_counter() - started  # every candidate is probed before the chosen run starts
     for name, points, speed in probed:  # planned as the run will plan itself: after all the probes
-        epochs, planned_s = fit_epochs(minutes * 60, spent, speed["estimated_epoch_s"], speed["final_eval_s"])
-        fits = planned_s <= minutes * 60
+        n, val_s = speed["steps_per_epoch"], speed["validation_s"]
+        steps, planned_s = fit_steps(minutes * 60, spent, speed["estimated_epoch_s"] - val_s, val_s,
+                                     speed["final_eval_s"], n)
+        epochs, fits = epochs_of(steps, n), planned_s <= minutes * 60
         rows.append({"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1), "epochs": epochs,
                      "fits": fits, "planned_seconds": round(planned_s, 1),
                      "expected_test_accuracy_tta": round(expected_accuracy(points, epochs if fits else 0,
@@ -96,8 +100,8 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
                f"epoch{'s' if best['epochs'] != 1 else ''} at {best['train_images_per_s']:,.0f} img/s measured here")
     else:
         best = min(usable, key=lambda r: r["planned_seconds"])
-        why = (f"no recipe fits one epoch in {minutes:g} min here; {best['recipe']} is the quickest "
-               f"(~{best['planned_seconds']:.0f} s for one epoch and the test pass)")
+        why = (f"no recipe fits a quarter of an epoch in {minutes:g} min here; {best['recipe']} is the quickest "
+               f"(~{best['planned_seconds']:.0f} s for a quarter of an epoch and the test pass)")
     speed = next(speed for name, _, speed in probed if name == best["recipe"])
     return {"minutes": minutes, "recipe": best["recipe"], "why": why, "rows": rows,
             "seconds": round(time.perf_counter() - started, 2),
@@ -112,12 +116,12 @@ def pick_lines(picked: dict) -> list[str]:
         if "excluded" in r:
             lines.append(f"  {r['recipe']:<10} cannot train this data set: {r['excluded']}")
         elif not r["fits"]:
-            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  not one epoch in the budget "
-                         f"(~{r['planned_seconds']:.0f} s with the test pass)")
+            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  not a quarter of an epoch in "
+                         f"the budget (~{r['planned_seconds']:.0f} s with the test pass)")
         else:
             measured = ", ".join(str(e) for e in r["measured_epochs"])
             fit = "epoch fits" if r["epochs"] == 1 else "epochs fit"
-            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>3} {fit}  "
+            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>4g} {fit}  "
                          f"expected {r['expected_test_accuracy_tta']:.1%}  (measured at {measured} epochs)")
     lines.append(f"→ {picked['recipe']}: {picked['why']} (an explicit --recipe overrides the choice)")
     return lines

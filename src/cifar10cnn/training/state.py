@@ -21,7 +21,7 @@ from .parts import Parts, Resident
 @dataclass
 class TrainState:
     planned_epochs: int  # epochs the run will train (a time budget may change it while the run goes)
-    schedule_total: int  # optimizer steps the learning-rate schedule spans
+    schedule_total: int  # optimizer steps the learning-rate schedule spans (a time budget's run ends there)
     schedule_warmup: int  # of which warm-up steps
     schedule_anchor: list | None = None  # [step, decay progress]: a time budget re-laid the decay from there
     progress_anchor: list | None = None  # [step, run progress]: and the run's length (Lookahead follows it)
@@ -40,6 +40,11 @@ class TrainState:
     @property
     def finished(self) -> bool:
         return self.epoch >= self.planned_epochs or self.stopped_early
+
+    def end_step(self, steps_per_epoch: int) -> int:
+        """The optimizer step the run ends at: after its planned epochs, or where the schedule ends in the last of
+        them (a time budget's plan may end a quarter, half or three quarters into it)."""
+        return min(self.planned_epochs * steps_per_epoch, self.schedule_total)
 
     def plan(self) -> tuple:
         """The run's length and schedule, which a time budget's re-plan changes (`take_plan` applies them)."""
@@ -64,11 +69,15 @@ class TrainState:
 
 
 def schedule_steps(cfg, epochs: int, steps_per_epoch: int) -> dict:
-    """{"total", "warmup"} optimizer steps of cfg's schedule laid over `epochs`. The warm-up is `warmup_fraction` of
-    the steps, else `warmup_epochs` epochs — except under a time budget, which sets the epochs: there the warm-up
-    keeps its share of the recipe's epochs (seed-aug's 8 of 40 stay a fifth of a 2-epoch budget run, rather than
-    a warm-up longer than the run that never reaches the peak nor anneals)."""
-    total = epochs * steps_per_epoch
+    """{"total", "warmup"} optimizer steps of cfg's schedule laid over `epochs` (laid_schedule)."""
+    return laid_schedule(cfg, epochs * steps_per_epoch, steps_per_epoch)
+
+
+def laid_schedule(cfg, total: int, steps_per_epoch: int) -> dict:
+    """{"total", "warmup"} optimizer steps of cfg's schedule laid over `total` steps. The warm-up is
+    `warmup_fraction` of the steps, else `warmup_epochs` epochs — except under a time budget, which sets the run's
+    length: there the warm-up keeps its share of the recipe's epochs (seed-aug's 8 of 40 stay a fifth of a 2-epoch
+    budget run, rather than a warm-up longer than the run that never reaches the peak nor anneals)."""
     if cfg.warmup_fraction:
         warmup = round(cfg.warmup_fraction * total)
     elif cfg.time_budget is not None:
