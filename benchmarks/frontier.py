@@ -15,8 +15,8 @@
 5. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast`, `fast-muon`, `fast95` and
    `fast96` (their batch sizes; --recipes: only these): achieved GFLOP/s against this CPU's attainable matmul/conv
    rate, kept in flops.jsonl.
-6. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the kept `budget` and `auto` runs of this
-   CPU, one line per recipe, the auto-picked runs as points.
+6. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the current kept `budget` and `auto` runs
+   of this CPU (CURRENT: not the earlier runs a rerun replaced), one line per recipe, the auto-picked runs as points.
 Figures are kept in benchmarks/results/frontier/ with provenance (kept_runs.py); docs/frontier.md's tables are
 generated from them (benchmarks/doc_tables.py). Timed figures: let nothing else run on the machine meanwhile.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,9 @@ CANDIDATES = ("seed-aug", "resnet", "fast", "fast-muon")  # what `--time-budget`
 # commit of each): their recipe, from the page that published them
 LEGACY_BUDGET_RUNS = {"fast/budget-5min.json": "fast", "fast/budget-10min.json": "fast",
                       "model_table/seed-budget20.json": "seed-aug", "model_table/resnet20-budget20.json": "resnet"}
+# the names the budget and auto steps write: the current run of each (recipe, minutes). An earlier run is renamed
+# with a suffix (budget-resnet-5min-whole-epochs.json) when a rerun replaces it: the tables show it, the plot not
+CURRENT = re.compile(r"(budget-[a-z0-9-]+?|auto)-[0-9.]+min\.json")
 # `bench --flops` cases: (recipe, batch size; None: the recipe's own)
 BENCH_CASES = (("seed", 32), ("seed", 128), ("fast", None), ("fast-muon", None), ("fast95", None), ("fast96", None))
 
@@ -108,12 +112,12 @@ def plot(results: Path, out: Path) -> None:
     lines: dict[str, list] = {}
     for path in sorted(results.glob("budget-*.json")):
         kept = json.loads(path.read_text())
-        if kept["provenance"]["machine_cpu"] == here:
+        if kept["provenance"]["machine_cpu"] == here and CURRENT.fullmatch(path.name):
             lines.setdefault(kept["recipe"], []).append((kept["wall_seconds"] / 60, kept["test_accuracy_tta"]))
     for recipe, pts in sorted(lines.items()):
         pts.sort()
         ax.plot([m for m, _ in pts], [a * 100 for _, a in pts], marker="o", label=recipe)
-    auto = [json.loads(p.read_text()) for p in sorted(results.glob("auto-*.json"))]
+    auto = [json.loads(p.read_text()) for p in sorted(results.glob("auto-*.json")) if CURRENT.fullmatch(p.name)]
     auto = [k for k in auto if k["provenance"]["machine_cpu"] == here]
     if auto:
         ax.scatter([k["wall_seconds"] / 60 for k in auto], [k["test_accuracy_tta"] * 100 for k in auto], marker="*",

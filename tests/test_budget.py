@@ -3,6 +3,7 @@ machine, more on a faster one — with the rest of the learning-rate decay laid 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from types import SimpleNamespace
@@ -10,7 +11,9 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
+from cifar10cnn import progress
 from cifar10cnn.config import RunConfig
 from cifar10cnn.training import engine, hooks
 from cifar10cnn.training.budget import (
@@ -59,13 +62,16 @@ def test_the_plan_is_checked_at_fractions_of_the_images_not_of_the_steps():
     assert check_points(4, 25, 100) == {1: 0.25, 2: 0.5, 3: 0.75}  # whole batches: the steps' fractions
     assert check_points(steps_per_epoch(4001, 1000, 2), 1000, 4001) == {1: 0.25, 2: 0.5, 3: 0.75}  # 1 image dropped
     assert check_points(1, 128, 100) == {} and check_points(2, 64, 100) == {1: 0.64}
+    # a plan that ends at the epoch's first quarter is checked at an eighth too (where a step falls between)
+    assert check_points(44, 1024, 45_000, eighth=True) == {6: 6 * 1024 / 45_000, **check_points(44, 1024, 45_000)}
+    assert check_points(4, 25, 100, eighth=True) == {1: 0.25, 2: 0.5, 3: 0.75}  # no step between 0 and a quarter
 
 
 @settings(max_examples=200, deadline=None)
 @given(images=st.integers(1, 100_000), batch=st.integers(1, 4096), world=st.sampled_from([1, 2, 3, 8]))
 def test_every_check_is_inside_the_epoch_at_the_images_trained_by_then(images, batch, world):
     n = steps_per_epoch(images, batch, world)
-    points = check_points(n, batch, images)
+    points = check_points(n, batch, images, eighth=images % 2 == 0)
     assert all(0 < k < n and 0 < f < 1 and f == k * batch / min(n * batch, images) for k, f in points.items())
     assert list(points.values()) == sorted(points.values())
 
@@ -125,7 +131,7 @@ def test_a_replan_lays_the_rest_of_the_decay_from_the_current_rate(recipe, n, pl
         before, progress_before = factors(cfg, state, [step])[0], progresses(state, [step])[0]
         warm = step < state.schedule_warmup
         relay_schedule(cfg, state, step, end, n)
-        assert state.schedule_total == state.end_step(n) == end and state.planned_epochs == math.ceil(end / n)
+        assert state.schedule_total == state.end_step(n) == end and state.last_epoch == math.ceil(end / n)
         if not warm:  # past the warm-up: the same rate at the step of the re-plan
             assert factors(cfg, state, [step])[0] == pytest.approx(before)
         assert progresses(state, [step])[0] == pytest.approx(progress_before)
@@ -155,28 +161,46 @@ def replan_run(cfg, planned: int, clock: list, history: list):
     return state, SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=40)
 
 
+def test_a_checkpoint_from_before_last_epoch_was_named_resumes_with_its_schedule():
+    cfg = RunConfig.resolve("fast", {})
+    laid = []
+
+    def schedule_of(epochs):
+        laid.append(epochs)
+        return schedule_steps(cfg, epochs, 40)
+
+    # written before the schedule was saved and before `planned_epochs` was renamed: the schedule is laid from it
+    old = TrainState.from_dict({"planned_epochs": 10, "epoch": 3, "history": [], "unknown": 1}, schedule_of)
+    assert (old.last_epoch, old.epoch, old.schedule_total, old.schedule_warmup) == (10, 3, 400, round(0.23 * 400))
+    assert laid == [10]
+    # written before the rename, with its schedule (a time budget's 4.5 epochs): the saved schedule is kept
+    saved = {"planned_epochs": 5, "schedule_total": 180, "schedule_warmup": 80, "epoch": 2}
+    assert TrainState.from_dict(saved, schedule_of).plan() == (5, 180, 80, None, None) and laid == [10]
+    assert TrainState.from_dict({**saved, "last_epoch": 4}, schedule_of).last_epoch == 4  # both: the new name
+
+
 def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier():
     cfg = RunConfig.resolve("fast", {"time_budget": 1.0})
     assert schedule_steps(cfg, 10, 40) == {"total": 400, "warmup": round(0.23 * 400)}
     clock = [30.0]
     state, run = replan_run(cfg, 10, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
     BudgetReplan().on_epoch_end(run, {})  # 60 − 30 − 5 = 25 s left: 2.5 more 10-s epochs fit
-    assert state.planned_epochs == 5 and state.schedule_total == state.end_step(40) == 4 * 40 + 20
+    assert state.last_epoch == 5 and state.schedule_total == state.end_step(40) == 4 * 40 + 20
     # 80 steps done, still in the 92-step warm-up: it ends now (the new run's share, 41, has passed)
     assert state.schedule_warmup == 2 * 40 and state.schedule_anchor is None
     assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 4.5, "was": 10}]
     # the re-planned schedule is saved with the state: a resumed run continues exactly this schedule
-    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), schedule_steps(cfg, 5, 40))
+    again = TrainState.from_dict(json.loads(json.dumps(state.to_dict())), lambda e: schedule_steps(cfg, e, 40))
     assert again.plan() == state.plan() and state.progress_anchor == [80, pytest.approx(80 / 400)]
     clock[0] = 29.0
     BudgetReplan().on_epoch_end(run, {})  # still fits (a quarter more does not): no change
     assert state.schedule_total == 180 and len(state.budget["replanned"]) == 1
     clock[0] = 31.0
     BudgetReplan().on_epoch_end(run, {})  # 24 s: the half epoch no longer fits, a quarter does
-    assert state.planned_epochs == 5 and state.schedule_total == 170 and state.budget["replanned"][-1]["epochs"] == 4.25
+    assert state.last_epoch == 5 and state.schedule_total == 170 and state.budget["replanned"][-1]["epochs"] == 4.25
     clock[0] = 58.0
     BudgetReplan().on_epoch_end(run, {})  # nothing fits any more: the run ends after this epoch
-    assert state.planned_epochs == 2 and state.end_step(40) == 80 and state.finished
+    assert state.last_epoch == 2 and state.end_step(40) == 80 and state.finished
     assert replan_line(state.budget["replanned"][-1]).endswith("the run ends after this epoch")
     assert "laid from the current learning rate" in replan_line(state.budget["replanned"][0])
     assert replan_line({"after_epoch": 2.26, "epochs": 2.26, "was": 3}).endswith("the run ends here")
@@ -188,7 +212,7 @@ def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rat
     state, run = replan_run(cfg, 3, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
     before = factors(cfg, state, [80])[0]
     BudgetReplan().on_epoch_end(run, {})  # 120 − 40 − 5 = 75 s: 7.5 more epochs of 10 s, 7 of 10.5 (the margin)
-    assert state.planned_epochs == 9 and state.budget["replanned"] == [{"after_epoch": 2, "epochs": 9, "was": 3}]
+    assert state.last_epoch == 9 and state.budget["replanned"] == [{"after_epoch": 2, "epochs": 9, "was": 3}]
     assert state.schedule_anchor[0] == 80 and factors(cfg, state, [80])[0] == pytest.approx(before)
     assert state.progress_anchor == [80, pytest.approx(80 / (3 * 40))]  # Lookahead's averaging goes on from 2/3
     assert progresses(state, [80, 9 * 40]) == [pytest.approx(2 / 3), 1.0]
@@ -196,11 +220,11 @@ def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rat
     clock[0] = 51.0  # 64 s left: 6.25 epochs of 10 s, but 6 of 10.5: a 5% margin before adding a quarter
     state2, run2 = replan_run(cfg, 8, clock, [{"seconds": 10.0}, {"seconds": 10.0}])
     BudgetReplan().on_epoch_end(run2, {})
-    assert state2.planned_epochs == 8 and "replanned" not in state2.budget
+    assert state2.last_epoch == 8 and "replanned" not in state2.budget
     # after the last planned epoch the schedule has ended: a faster machine adds no epochs at its last rate
     state3, run3 = replan_run(cfg, 2, [10.0], [{"seconds": 10.0}, {"seconds": 10.0}])
     BudgetReplan().on_epoch_end(run3, {})
-    assert state3.planned_epochs == 2 and state3.finished
+    assert state3.last_epoch == 2 and state3.finished
 
 
 def test_epochs_are_added_only_at_the_pace_of_the_slowest_epoch_so_far():
@@ -218,28 +242,30 @@ def test_epochs_are_added_only_at_the_pace_of_the_slowest_epoch_so_far():
     assert state.budget["replanned"][-1]["epochs"] == 9.75  # 4 done + 5.75
     state, run = replan_run(cfg, 8, clock, [{"seconds": 10.0}] * 4)
     BudgetReplan().on_epoch_end(run, {})
-    assert state.planned_epochs == 11  # 4 done + 7 at 10.5 s
+    assert state.last_epoch == 11  # 4 done + 7 at 10.5 s
     clock[0] = 60.0  # 55 s left: 5.5 of 10 s fit, fewer than the 7 planned: down at once, whatever the slowest
     BudgetReplan().on_epoch_end(run, {})
-    assert state.budget["replanned"][-1]["epochs"] == 9.5 and state.planned_epochs == 10
+    assert state.budget["replanned"][-1]["epochs"] == 9.5 and state.last_epoch == 10
 
 
-@pytest.mark.parametrize("speed", [12.5, 1e6])
-def test_the_plan_is_checked_during_an_epoch(data, tmp_path, speed):
+@pytest.mark.parametrize("speed, planned, checked_at", [(12.5, 0.53, 0.27), (6.25, 0.27, 0.13), (1e6, None, 0.27)])
+def test_the_plan_is_checked_during_an_epoch(data, tmp_path, speed, planned, checked_at):
     """A speed measured before the run (as the recipe picker's probe is) that read the machine wrong (far too
-    slow: half an epoch planned; far too fast: dozens) is corrected a quarter of the way into the first epoch, from
-    that epoch's own pace. The run plans from the speed it is given: it does not measure again. (A plan of a
-    quarter of an epoch, the least there is, ends at its first check: the schedule has annealed there, so it is
-    not extended.)"""
+    slow: half an epoch planned, or only its first quarter; far too fast: dozens) is corrected during the first
+    epoch, from that epoch's own pace: a quarter of the way into it, or at an eighth when the plan ends at the
+    quarter (a check there comes too late to extend it: the schedule has annealed). The run plans from the speed
+    it is given: it does not measure again."""
     cfg = RunConfig.resolve("seed-aug", {"time_budget": 0.3, "subset": 300, "val_size": 100, "batch_size": 20})
     misread = {"train_images_per_s": speed, "eval_images_per_s": 1000.0, "estimated_epoch_s": 300 / speed + 0.1,
                "validation_s": 0.1, "final_eval_s": 1.0, "measured_by": "a misread probe"}
     out, m = train(cfg, tmp_path / "run", data=data, test=False, speed=misread)
-    planned = m["budget"]["planned_epochs"]  # 15 steps an epoch of 24 s: 8 of them (12.9 s) fit in 17, 11 do not
-    assert (planned == 0.53) == (speed == 12.5) and (planned > 20) == (speed == 1e6)
-    assert m["budget"]["speed_measured_by"] == "a misread probe" and m["budget"]["train_images_per_s"] == speed
-    first = m["budget"]["replanned"][0]
-    assert first["was"] == planned and 0 < first["after_epoch"] < 0.5  # a quarter into epoch 1 (in whole steps)
+    # 15 steps an epoch of 24 s: 8 of them (12.9 s) fit in 17, 11 do not; of 48 s: 4 fit (12.9 s), 8 do not
+    assert m["budget"]["planned_epochs"] == planned if planned else m["budget"]["planned_epochs"] > 20
+    b = m["budget"]
+    planned = b["planned_epochs"]
+    assert b["speed_measured_by"] == "a misread probe" and b["train_images_per_s"] == round(speed, 1)
+    first = m["budget"]["replanned"][0]  # at step 4 of 15 (80 of 300 images), or 2 (40)
+    assert first["was"] == planned and first["after_epoch"] == checked_at
     assert (first["epochs"] > planned) == (planned < 1) and math.ceil(m["budget"]["epochs_run"]) == m["epochs"]
     rows = [r.split(",") for r in (out / "history.csv").read_text().splitlines()]
     lrs = [float(r[rows[0].index("lr")]) for r in rows[1:]]
@@ -275,3 +301,17 @@ def test_a_plan_that_ends_half_way_into_an_epoch_trains_exactly_that(data, tmp_p
     sched = schedule_steps(cfg, 1, 23)  # the schedule laid over the 23 steps
     last = cfg.lr * lr_factor(cfg.schedule, 22, 23, sched["warmup"], cfg.lr_start_factor, cfg.lr_end_factor)
     assert float(rows[-1][rows[0].index("lr")]) == pytest.approx(last, rel=1e-4)
+
+
+def test_the_progress_bar_follows_a_replan_that_moves_the_end_of_the_epoch(monkeypatch):
+    """The bar of an epoch planned to end half-way takes the whole epoch's label and images when a re-plan
+    extends it (engine.train_epoch hands the bar the plan as it stands after every batch)."""
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "err_console", Console(file=out, force_terminal=True, width=150))
+    monkeypatch.setattr(progress, "_bars", True)
+    with progress.image_progress("epoch 2/2 (its first 50%)", 100) as advance:
+        advance(50)
+        advance(30, "epoch 2/2", 200)
+        advance(20)
+    last = [line for line in out.getvalue().splitlines() if "100/200" in line]
+    assert last and "epoch 2/2" in last[-1] and "its first" not in last[-1]

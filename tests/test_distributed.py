@@ -222,6 +222,6 @@ def test_a_time_budget_under_torchrun_checks_its_plan_on_every_rank(runs):
     proc = torchrun(out, flags)
     assert proc.wait(timeout=300) == 0, (runs / "budget.log").read_text()[-3000:]
     log = (runs / "budget.log").read_text()
-    assert "Traceback" not in log and log.count("test accuracy") == 1 and log.count("epochs planned") == 1
+    assert "Traceback" not in log and log.count("test accuracy") == 1 and log.count("planned (schedule scaled") == 1
     m = json.loads((out / "metrics.json").read_text())
     assert math.ceil(m["budget"]["epochs_run"]) == m["epochs"] >= 1 and m["distributed"][0]["world_size"] == 2

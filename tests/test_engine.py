@@ -25,7 +25,7 @@ def test_a_logger_is_one_class_and_sees_every_epoch_in_order(tmp_path, data):
             self.events = []
 
         def on_train_start(self, run) -> None:
-            self.events.append(("start", run.state.epoch, run.state.planned_epochs))
+            self.events.append(("start", run.state.epoch, run.state.last_epoch))
 
         def on_epoch_end(self, run, row) -> None:
             assert (run.out / "checkpoint" / "last.safetensors").is_file()  # written before user hooks

@@ -176,6 +176,22 @@ def test_frontier_json_is_what_the_kept_runs_say():
             assert all((ROOT / s).is_file() for s in p["sources"]) and 0.1 < p["test_accuracy_tta"] < 1
 
 
+def test_the_plot_draws_the_current_run_of_each_budget_not_the_runs_it_replaced():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import frontier
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    current = {p.name for p in (ROOT / "benchmarks" / "results" / "frontier").glob("*.json")
+               if frontier.CURRENT.fullmatch(p.name)}
+    assert {"budget-resnet-5min.json", "budget-fast-muon-60min.json", "auto-10min.json"} <= current
+    assert not current & {"budget-resnet-5min-whole-epochs.json", "auto-10min-first-picker.json",
+                          "budget-fast-muon-20min-misread.json", "budget-resnet-60min-last-pace.json"}
+    for name in current:  # the one run per recipe and budget that the step writes
+        recipe = name.removeprefix("budget-").rsplit("-", 1)[0]
+        assert name.startswith("auto-") or recipe in frontier.CANDIDATES
+
+
 def _plans(monkeypatch, plans: dict[str, dict]):
     def fake_probe(cfg, data):
         plan = plans[cfg.recipe]
@@ -212,11 +228,19 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 240}})
     p = pick.pick_recipe(1, {}, data, time.perf_counter())  # 50 s: not a quarter of either
     assert p["recipe"] == "fast" and "quickest" in p["why"] and not any(r["fits"] for r in p["rows"])
+    # none fits, and the two are as quick within a probe's noise (5%): the one expected to do better after its
+    # quarter (fast: 0.1 + 0.65 / 4; seed-aug: 0.1 + 0.7 / 16); 10% slower is not as quick
+    for fast_epoch_s, picked, why in ((252, "fast", "within 5% of the quickest"), (264, "seed-aug", "is the quickest")):
+        _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 240}, "fast": {"estimated_epoch_s": fast_epoch_s}})
+        p = pick.pick_recipe(1, {}, data, time.perf_counter())
+        assert p["recipe"] == picked and why in p["why"] and not any(r["fits"] for r in p["rows"])
+    assert [r["expected_test_accuracy_tta"] for r in p["rows"]] == [pytest.approx(0.1 + 0.7 / 16, abs=1e-4),
+                                                                    pytest.approx(0.1 + 0.65 / 4, abs=1e-4)]
     _plans(monkeypatch, {"seed-aug": UserError("cannot take 64×64"), "fast": UserError("cannot take 64×64")})
     with pytest.raises(UserError, match="no recipe with a measured frontier"):
         pick.pick_recipe(1, {}, data, time.perf_counter())
     lines = pick.pick_lines({**p, "rows": [{"recipe": "fast", "excluded": "cannot take 64×64"}, *p["rows"]]})
-    assert any("cannot train this data set" in line for line in lines) and lines[-1].startswith("→ fast")
+    assert any("cannot train this data set" in line for line in lines) and lines[-1].startswith("→ seed-aug")
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 25}, "fast": {"estimated_epoch_s": 100}})
     lines = pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))  # seed-aug fits 4.25, fast 1
     assert " 4.25 epochs fit  " in lines[1] and "    1 epoch fits  " in lines[2]

@@ -410,7 +410,7 @@ def _check_resume_flags(out: Path, overrides: dict) -> None:
 
 def cmd_train(args) -> None:
     from .config import RunConfig, parse_settings, read_config_file
-    from .training.budget import replan_direction
+    from .training.budget import epochs_text, replan_direction
     from .training.distributed import DistOptions, is_rank_zero
     from .training.engine import train
 
@@ -439,8 +439,8 @@ def cmd_train(args) -> None:
     console.print(test_line(m))
     if m.get("budget"):
         b = m["budget"]
-        console.print(f"time budget {b['minutes']:g} min: planned {b['planned_epochs']} epochs "
-                      f"(~{b['planned_seconds']:.0f} s), ran {b['epochs_run']} in {b['wall_seconds']:.0f} s"
+        console.print(f"time budget {b['minutes']:g} min: planned {epochs_text(b['planned_epochs'])} "
+                      f"(~{b['planned_seconds']:.0f} s), ran {b['epochs_run']:g} in {b['wall_seconds']:.0f} s"
                       f"{' (stopped early by the budget)' if b['stopped_by_budget'] else ''}"
                       + "".join(f"; re-planned to {r['epochs']} at epoch {r['after_epoch']:g} ("
                                 f"{replan_direction(r)} than measured)"

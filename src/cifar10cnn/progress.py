@@ -59,12 +59,13 @@ class ImagesPerSecond(ProgressColumn):
 
 @contextlib.contextmanager
 def image_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A bar counting images with img/s and ETA; yields `advance(n_images)`."""
+    """A bar counting images with img/s and ETA; yields `advance(n_images, description=None, total=None)` (a
+    description or total given replaces the bar's: a time budget's re-plan may move the end of an epoch)."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), ImagesPerSecond(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=True, disable=not (_bars and err_console.is_terminal)) as p:
         task = p.add_task(description, total=total)
-        yield lambda n: p.advance(task, n)
+        yield lambda n, description=None, total=None: p.update(task, advance=n, description=description, total=total)
 
 
 class Stopwatch:

@@ -271,7 +271,7 @@ class Pruner(Hook):
 
     def on_epoch_end(self, run, row: dict) -> None:
         self.trial.report(row["val_accuracy"], row["epoch"])
-        if row["epoch"] < run.state.planned_epochs and self.trial.should_prune():
+        if row["epoch"] < run.state.last_epoch and self.trial.should_prune():
             raise _optuna().TrialPruned(f"validation accuracy {row['val_accuracy']:.2%} after epoch {row['epoch']}")
 
 

@@ -52,20 +52,27 @@ def epoch_ends(n_steps: int) -> list[int]:
     return sorted({round(q * n_steps / PARTS) for q in range(1, PARTS + 1)} - {0})
 
 
-def check_points(n_steps: int, batch_size: int, images: int) -> dict[int, float]:
+def check_points(n_steps: int, batch_size: int, images: int, eighth: bool = False) -> dict[int, float]:
     """{optimizer steps into an epoch: the fraction of its images trained by then} at CHECKS of an epoch of
     `n_steps` steps over `images` at global batch `batch_size` (a last partial batch dropped across ranks is not
-    trained). The fraction counts images, not steps: `fast-muon` trains 22.5 batches of 2,000, and 6 of its 23
-    steps are 26.7% of the epoch's images, not 26.1%; a pace read from the steps made the epoch 2.2% slower
-    than it ran, at every check."""
+    trained), and at an eighth of it if `eighth` (an epoch whose plan ends at its first quarter: else nothing
+    checks that plan before its end, where the schedule has annealed and it can no longer grow). The fraction
+    counts images, not steps: `fast-muon` trains 22.5 batches of 2,000, and 6 of its 23 steps are 26.7% of the
+    epoch's images, not 26.1%; a pace read from the steps made the epoch 2.2% slower than it ran, at every check."""
     trained = min(n_steps * batch_size, images)
-    return {k: k * batch_size / trained for k in epoch_ends(n_steps) if k < n_steps}
+    steps = set(epoch_ends(n_steps)) | ({round(n_steps / (2 * PARTS))} if eighth else set())
+    return {k: k * batch_size / trained for k in sorted(steps) if 0 < k < n_steps}
 
 
 def epochs_of(steps: int, steps_per_epoch: int) -> int | float:
     """`steps` optimizer steps in epochs, as the plan and its records show them: 9, or 8.5 when the last epoch ends
     half-way."""
     return steps // steps_per_epoch if steps % steps_per_epoch == 0 else round(steps / steps_per_epoch, 2)
+
+
+def epochs_text(epochs: float) -> str:
+    """"1 epoch", "0.5 epochs", "8.5 epochs": for console lines."""
+    return f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
@@ -114,6 +121,13 @@ def fit_steps(budget_s: float, spent_s: float, train_s: float, val_s: float, fin
     n = steps_per_epoch
     end = max(epoch_ends(n)[0], steps_that_fit(budget_s - spent_s - final_eval_s, 0, 0, n, train_s, val_s))
     return end, spent_s + end / n * train_s + math.ceil(end / n) * val_s + final_eval_s
+
+
+def fit_speed(budget_s: float, spent_s: float, speed: dict, steps_per_epoch: int) -> tuple[int, float]:
+    """fit_steps at a measured `speed` (measure_speed: an epoch's training and validation, the final test pass)."""
+    val_s = speed["validation_s"]
+    return fit_steps(budget_s, spent_s, speed["estimated_epoch_s"] - val_s, val_s, speed["final_eval_s"],
+                     steps_per_epoch)
 
 
 def relay_schedule(cfg, st: TrainState, step: int, end: int, steps_per_epoch: int) -> None:
@@ -210,13 +224,11 @@ def lay_plan(cfg, speed: dict, spent_s: float, n_steps: int) -> dict:
     """The plan (the budget record kept in metrics.json) from a measured `speed` (measure_speed), when `spent_s`
     seconds of the budget are gone ("calibration_s": choosing the recipe, measuring), for a run of `n_steps`
     optimizer steps per epoch."""
-    val_s = speed["validation_s"]
-    steps, planned_s = fit_steps(cfg.time_budget * 60, spent_s, speed["estimated_epoch_s"] - val_s, val_s,
-                                 speed["final_eval_s"], n_steps)
+    steps, planned_s = fit_speed(cfg.time_budget * 60, spent_s, speed, n_steps)
     return {
         "minutes": cfg.time_budget, "train_images_per_s": round(speed["train_images_per_s"], 1),
         "eval_images_per_s": round(speed["eval_images_per_s"], 1),
-        "estimated_epoch_s": round(speed["estimated_epoch_s"], 2), "validation_s": round(val_s, 2),
+        "estimated_epoch_s": round(speed["estimated_epoch_s"], 2), "validation_s": round(speed["validation_s"], 2),
         "final_eval_s": round(speed["final_eval_s"], 2),
         "calibration_s": round(spent_s, 2), "planned_epochs": epochs_of(steps, n_steps), "planned_steps": steps,
         "planned_seconds": round(planned_s, 1),

@@ -41,7 +41,7 @@ from ..runs import (
 )
 from ..runtime import resolve_runtime
 from ..weights import save_weights
-from .budget import check_points, epochs_of, lay_plan, plan_budget, replan, replan_line
+from .budget import check_points, epoch_ends, epochs_of, epochs_text, lay_plan, plan_budget, replan, replan_line
 from .checkpoint import load_checkpoint
 from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
 from .distributed import start as start_group
@@ -195,12 +195,12 @@ def start_state(run: Run, n_test: int, speed: dict | None = None) -> TrainState:
     if budget is not None:
         sched = laid_schedule(cfg, budget["planned_steps"], n)
         console.print(f"time budget {cfg.time_budget:g} min: {budget['train_images_per_s']:,.0f} train img/s "
-                      f"(measured by {budget['speed_measured_by']}) → {budget['planned_epochs']:g} epochs planned "
+                      f"(measured by {budget['speed_measured_by']}) → {epochs_text(budget['planned_epochs'])} planned "
                       f"(schedule scaled to them)")
         if budget["planned_seconds"] > cfg.time_budget * 60:
             console.print(f"time budget: not even a quarter of an epoch fits in {cfg.time_budget:g} min on this "
                           f"machine (~{budget['planned_seconds']:.0f} s with the test pass); training "
-                          f"{budget['planned_epochs']:g} epochs anyway")
+                          f"{epochs_text(budget['planned_epochs'])} anyway")
     return TrainState(math.ceil(sched["total"] / n), sched["total"], sched["warmup"], budget=budget)
 
 
@@ -209,9 +209,7 @@ def resume_state(run: Run) -> TrainState:
     p = run.parts  # the other ranks read rank 0's checkpoint as broadcast bytes (no shared file system needed)
     folder = run.dist.mirror(run.out, [str(checkpoint_path(Path()))])
     saved = load_checkpoint(checkpoint_path(folder), p.model, p.optimizer, p.extra)
-    sched = schedule_steps(run.cfg, saved["planned_epochs"],
-                           run.steps_per_epoch)
-    state = TrainState.from_dict(saved, sched)
+    state = TrainState.from_dict(saved, lambda epochs: schedule_steps(run.cfg, epochs, run.steps_per_epoch))
     if p.lookahead is not None:
         p.lookahead.started = state.lookahead_started
     console.print(f"resuming {run.out} after epoch {state.epoch}")
@@ -269,15 +267,22 @@ def train_epoch(run: Run) -> tuple[dict, dict]:
     g_aug = torch.Generator(device="cpu").manual_seed(epoch_seed(cfg.seed, epoch, 2 + RANK_STREAMS * g.rank))
     freeze_finished_groups(p.optimizer, epoch)
     first, n, local = (epoch - 1) * run.steps_per_epoch, run.steps_per_epoch, cfg.batch_size // g.world_size
-    steps = st.end_step(n) - first  # a time budget may end the run's last epoch part of the way (and move that end)
-    label = f"epoch {epoch}/{st.planned_epochs}" + (f" (its first {steps / n:.0%})" if steps < n else "")
+
+    def steps_left() -> int:  # a time budget may end the run's last epoch part of the way (and move that end)
+        return st.end_step(n) - first
+
+    def bar() -> tuple[str, int]:  # the progress bar's label and images, as the plan now stands
+        steps = steps_left()
+        return (f"epoch {epoch}/{st.last_epoch}" + (f" (its first {steps / n:.0%})" if steps < n else ""),
+                min(len(mine), steps * local))
+
     try:
-        with image_progress(label, min(len(mine), steps * local)) as advance:
+        with image_progress(*bar()) as advance:
             tr = train_one_epoch(p.step_model, p.optimizer, d.train_x, d.train_y, mine, rt, local, p.scaler,
-                                 on_batch=advance, augment=p.augment, epoch=epoch, generator=g_aug,
+                                 on_batch=lambda k: advance(k, *bar()), augment=p.augment, epoch=epoch, generator=g_aug,
                                  lr_at=lr_schedule(run), start_step=first, label_smoothing=cfg.label_smoothing,
                                  ema=p.ema, after_step=after_steps(lookahead_step(run, epoch), budget_check(run, t0)),
-                                 steps=(lambda: st.end_step(n) - first) if st.budget else None)
+                                 steps=steps_left if st.budget else None)
     except TrainingDiverged as e:
         kept = (f"last good checkpoint: epoch {st.epoch} in {checkpoint_path(run.out)}" if st.epoch
                 else "no epoch finished")
@@ -331,14 +336,16 @@ def lookahead_step(run: Run, epoch: int):
 
 def budget_check(run: Run, started: float):
     """after_step(step) for the loop under a time budget: at CHECKS of the epoch (begun at perf_counter()
-    `started`), rank 0 checks the plan against this epoch's pace so far (or the last epoch's, if that was slower)
-    and every rank takes its decision (budget.replan); else None."""
+    `started`; and at an eighth of it when the plan ends at its first quarter), rank 0 checks the plan against
+    this epoch's pace so far (or the last epoch's, if that was slower) and every rank takes its decision
+    (budget.replan); else None."""
     st, n = run.state, run.steps_per_epoch
     if not st.budget:
         return None
     first = st.epoch * n  # the global step the epoch began after
     images = len(run.data.train_idx)
-    at = {first + k: (k, fraction) for k, fraction in check_points(n, run.cfg.batch_size, images).items()}
+    eighth = st.end_step(n) - first <= epoch_ends(n)[0]  # the plan ends at this epoch's first quarter
+    at = {first + k: (k, fraction) for k, fraction in check_points(n, run.cfg.batch_size, images, eighth).items()}
 
     def check(step: int) -> tuple | None:
         steps_done, fraction = at[step]

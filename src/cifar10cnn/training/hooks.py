@@ -52,7 +52,7 @@ class ConsoleLine(Hook):
         if row["train_eval_accuracy"] != "":  # the honest gap: training images evaluated like validation
             val += f"  train (eval mode) acc {row['train_eval_accuracy']:.2%}"
         best = "  *best" if run.improved and row["val_loss"] != "" else ""
-        console.print(f"epoch {row['epoch']:3d}/{run.state.planned_epochs}  train loss {row['train_loss']:.4f} "
+        console.print(f"epoch {row['epoch']:3d}/{run.state.last_epoch}  train loss {row['train_loss']:.4f} "
                       f"acc {row['train_accuracy']:.2%}  {val}  {row['images_per_s']:,.0f} img/s  "
                       f"{row['seconds']:.1f}s{best}")
 

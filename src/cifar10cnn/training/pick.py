@@ -6,14 +6,15 @@ For every recipe with a measured curve in frontier.json:
                      at least 1,024 images are timed, then an evaluation pass of as many), laid out as the time
                      budget lays out a run, once every candidate is probed: the time spent choosing, validation
                      after every epoch, the final test pass with its TTA views (whole epochs, and the last may
-                     end at a quarter of one: budget.fit_steps). The chosen recipe's run plans from its probe (it
+                     end at a quarter of one: budget.fit_speed). The chosen recipe's run plans from its probe (it
                      does not measure again) and re-plans while it goes (budget.replan)
     expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
                      linear between measured epochs (from chance at 0), flat past the last one (no credit for
                      epochs never measured)
 The recipe whose epochs fit with the highest expected accuracy wins; when none fits a quarter of an epoch, the
-quickest.
+quickest, or the one expected to do best after its quarter of those as quick within a probe's noise (PROBE_NOISE:
+at 2 minutes on a 2-core AMD EPYC, `seed-aug` read 146 s and `resnet` 149, and `seed-aug`'s quarter gives 14%).
 On another data set the CIFAR-10 figures rank the recipes; they do not predict its accuracy.
 """
 
@@ -27,11 +28,12 @@ from ..config import RunConfig
 from ..data.dataset import ImageDataset, make_split
 from ..errors import UserError
 from ..runtime import resolve_runtime
-from .budget import epochs_of, fit_steps, measure_speed
+from .budget import epochs_of, epochs_text, fit_speed, measure_speed
 from .parts import build_model, build_parts, resident_data
 
 FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
 PROBE_IMAGES = 1024  # 256 (two batches of 128) read resnet at 386 img/s where its epochs ran at 315-330
+PROBE_NOISE = 1.05  # plans this close are as quick (one recipe's probes here: seed-aug 324 and 387 img/s)
 
 
 def read_frontier(path: Path = FRONTIER_FILE) -> dict[str, list[dict]]:
@@ -79,14 +81,12 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
             rows.append({"recipe": name, "excluded": str(e)})
     spent = time.perf_counter() - started  # every candidate is probed before the chosen run starts
     for name, points, speed in probed:  # planned as the run will plan itself: after all the probes
-        n, val_s = speed["steps_per_epoch"], speed["validation_s"]
-        steps, planned_s = fit_steps(minutes * 60, spent, speed["estimated_epoch_s"] - val_s, val_s,
-                                     speed["final_eval_s"], n)
+        n = speed["steps_per_epoch"]
+        steps, planned_s = fit_speed(minutes * 60, spent, speed, n)
         epochs, fits = epochs_of(steps, n), planned_s <= minutes * 60
         rows.append({"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1), "epochs": epochs,
                      "fits": fits, "planned_seconds": round(planned_s, 1),
-                     "expected_test_accuracy_tta": round(expected_accuracy(points, epochs if fits else 0,
-                                                                           len(data.classes)), 4),
+                     "expected_test_accuracy_tta": round(expected_accuracy(points, epochs, len(data.classes)), 4),
                      "measured_epochs": [p["epochs"] for p in points]})
     rows.sort(key=lambda r: list(frontier).index(r["recipe"]))
     usable = [r for r in rows if "excluded" not in r]
@@ -96,12 +96,17 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
     fitting = [r for r in usable if r["fits"]]
     if fitting:
         best = max(fitting, key=lambda r: (r["expected_test_accuracy_tta"], r["train_images_per_s"]))
-        why = (f"expected {best['expected_test_accuracy_tta']:.1%} test accuracy (its TTA) after {best['epochs']} "
-               f"epoch{'s' if best['epochs'] != 1 else ''} at {best['train_images_per_s']:,.0f} img/s measured here")
-    else:
-        best = min(usable, key=lambda r: r["planned_seconds"])
-        why = (f"no recipe fits a quarter of an epoch in {minutes:g} min here; {best['recipe']} is the quickest "
-               f"(~{best['planned_seconds']:.0f} s for a quarter of an epoch and the test pass)")
+        why = (f"expected {best['expected_test_accuracy_tta']:.1%} test accuracy (its TTA) after "
+               f"{epochs_text(best['epochs'])} at {best['train_images_per_s']:,.0f} img/s measured here")
+    else:  # every one overruns: the least, or as good as (within a probe's noise), with the best expectation
+        quickest = min(r["planned_seconds"] for r in usable)
+        best = max((r for r in usable if r["planned_seconds"] <= quickest * PROBE_NOISE),
+                   key=lambda r: (r["expected_test_accuracy_tta"], -r["planned_seconds"]))
+        why = (f"no recipe fits a quarter of an epoch in {minutes:g} min here; {best['recipe']} is "
+               + ("the quickest" if best["planned_seconds"] == quickest else
+                  f"within {PROBE_NOISE - 1:.0%} of the quickest")
+               + f" (~{best['planned_seconds']:.0f} s for a quarter of an epoch and the test pass), expected "
+                 f"{best['expected_test_accuracy_tta']:.1%} after it")
     speed = next(speed for name, _, speed in probed if name == best["recipe"])
     return {"minutes": minutes, "recipe": best["recipe"], "why": why, "rows": rows,
             "seconds": round(time.perf_counter() - started, 2),
@@ -117,7 +122,8 @@ def pick_lines(picked: dict) -> list[str]:
             lines.append(f"  {r['recipe']:<10} cannot train this data set: {r['excluded']}")
         elif not r["fits"]:
             lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  not a quarter of an epoch in "
-                         f"the budget (~{r['planned_seconds']:.0f} s with the test pass)")
+                         f"the budget (~{r['planned_seconds']:.0f} s with the test pass; expected "
+                         f"{r['expected_test_accuracy_tta']:.1%} after it)")
         else:
             measured = ", ".join(str(e) for e in r["measured_epochs"])
             fit = "epoch fits" if r["epochs"] == 1 else "epochs fit"

@@ -20,7 +20,7 @@ from .parts import Parts, Resident
 
 @dataclass
 class TrainState:
-    planned_epochs: int  # epochs the run will train (a time budget may change it while the run goes)
+    last_epoch: int  # the epoch the run ends in (a time budget may end it part-way, and a re-plan move it)
     schedule_total: int  # optimizer steps the learning-rate schedule spans (a time budget's run ends there)
     schedule_warmup: int  # of which warm-up steps
     schedule_anchor: list | None = None  # [step, decay progress]: a time budget re-laid the decay from there
@@ -39,33 +39,44 @@ class TrainState:
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.planned_epochs or self.stopped_early
+        return self.epoch >= self.last_epoch or self.stopped_early
 
     def end_step(self, steps_per_epoch: int) -> int:
         """The optimizer step the run ends at: after its planned epochs, or where the schedule ends in the last of
         them (a time budget's plan may end a quarter, half or three quarters into it)."""
-        return min(self.planned_epochs * steps_per_epoch, self.schedule_total)
+        return min(self.last_epoch * steps_per_epoch, self.schedule_total)
 
     def plan(self) -> tuple:
         """The run's length and schedule, which a time budget's re-plan changes (`take_plan` applies them)."""
-        return (self.planned_epochs, self.schedule_total, self.schedule_warmup, self.schedule_anchor,
+        return (self.last_epoch, self.schedule_total, self.schedule_warmup, self.schedule_anchor,
                 self.progress_anchor)
 
     def take_plan(self, plan: tuple) -> None:
-        (self.planned_epochs, self.schedule_total, self.schedule_warmup, self.schedule_anchor,
+        (self.last_epoch, self.schedule_total, self.schedule_warmup, self.schedule_anchor,
          self.progress_anchor) = plan
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, schedule: dict) -> TrainState:
-        """From a checkpoint's JSON; checkpoints written before the schedule was saved lay it as they did."""
+    def from_dict(cls, d: dict, schedule_of) -> TrainState:
+        """From a checkpoint's JSON; checkpoints written before the schedule was saved lay it as they did
+        (`schedule_of(last_epoch)`: {"total", "warmup"}, see schedule_steps), and those written before the field
+        was named `last_epoch` called it `planned_epochs`."""
+        d = dict(d)
+        for old, new in RENAMED.items():
+            if old in d:
+                d.setdefault(new, d.pop(old))  # (both: the new name's)
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
-        d.setdefault("schedule_total", schedule["total"])
-        d.setdefault("schedule_warmup", schedule["warmup"])
+        if "schedule_total" not in d or "schedule_warmup" not in d:
+            schedule = schedule_of(d["last_epoch"])
+            d.setdefault("schedule_total", schedule["total"])
+            d.setdefault("schedule_warmup", schedule["warmup"])
         return cls(**d)
+
+
+RENAMED = {"planned_epochs": "last_epoch"}  # checkpoint field: its name today (TrainState.from_dict)
 
 
 def schedule_steps(cfg, epochs: int, steps_per_epoch: int) -> dict:
