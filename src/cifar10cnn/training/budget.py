@@ -147,13 +147,14 @@ def relay_schedule(cfg, st: TrainState, step: int, end: int, steps_per_epoch: in
     st.take_plan((math.ceil(end / steps_per_epoch), end, warmup, anchor, progress))
 
 
-def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, val_s: float,
-           steps_per_epoch: int, steps_done: int) -> dict | None:
-    """Check the plan at `now_s` on the run's clock, `steps_done` optimizer steps (`fraction` of the images) into
-    the epoch after `st.epoch` (0, 0.0: between epochs), with an epoch's training taking `train_s` and its
-    validation `val_s`: if the run cannot reach its planned end, or can reach a later one at `up_pace`'s slower
-    pace while the schedule has steps left, move the end (relay_schedule; to this step if nothing more fits) and
-    return the re-plan's record (kept in the budget's "replanned"); else None."""
+def replan(cfg, st: TrainState, now_s: float, train_s: float, val_s: float, steps_per_epoch: int,
+           steps_done: int) -> dict | None:
+    """Check the plan at `now_s` on the run's clock, `steps_done` optimizer steps into the epoch after `st.epoch`
+    (0: between epochs), with an epoch's training taking `train_s` and its validation `val_s`: if the run cannot
+    reach its planned end, or can reach a later one at `up_pace`'s slower pace while the schedule has steps left,
+    move the end (relay_schedule; to this step if nothing more fits) and return the re-plan's record (kept in the
+    budget's "replanned"; where it was made and the ends, all in epochs of optimizer steps: epochs_of); else
+    None."""
     n = steps_per_epoch
     left = cfg.time_budget * 60 - now_s - st.budget["final_eval_s"]
     end = st.end_step(n)
@@ -166,7 +167,7 @@ def replan(cfg, st: TrainState, now_s: float, fraction: float, train_s: float, v
         fits = max(end, steps_that_fit(left, step, st.epoch, n, train_s * slower, val_s * slower))
     if fits == end:
         return None
-    record = {"after_epoch": round(st.epoch + fraction, 2), "epochs": epochs_of(fits, n), "was": epochs_of(end, n)}
+    record = {"after_epoch": epochs_of(step, n), "epochs": epochs_of(fits, n), "was": epochs_of(end, n)}
     relay_schedule(cfg, st, step, fits, n)
     st.budget.setdefault("replanned", []).append(record)
     return record

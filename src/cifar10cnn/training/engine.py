@@ -356,7 +356,7 @@ def budget_check(run: Run, started: float):
             train_s, val_s = max(train_s, last_train_s), max(0.0, last["seconds"] - last_train_s)
         else:
             val_s = st.budget.get("validation_s", 0.0)  # (a plan saved before it was kept: none)
-        record = replan(run.cfg, st, run.clock(), fraction, train_s, val_s, n, steps_done)
+        record = replan(run.cfg, st, run.clock(), train_s, val_s, n, steps_done)
         if record is None:
             return None
         console.print(replan_line(record))

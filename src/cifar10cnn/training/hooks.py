@@ -77,7 +77,7 @@ class BudgetReplan(Hook):
     Checkpoint, so a resumed run continues the re-planned schedule."""
 
     def on_epoch_end(self, run: Run, row: dict) -> None:
-        record = replan(run.cfg, run.state, run.clock(), 0.0, epoch_seconds(run.state.history), 0.0,
+        record = replan(run.cfg, run.state, run.clock(), epoch_seconds(run.state.history), 0.0,
                         run.steps_per_epoch, steps_done=0)
         if record is not None:
             console.print(replan_line(record))
