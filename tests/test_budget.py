@@ -44,14 +44,19 @@ def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
 
 
 @pytest.mark.parametrize("batch, own, probe", [
-    (32, (96, 2048), (32, 1024)), (128, (384, 2560), (128, 1024)), (1024, (2048, 6144), (1024, 1024)),
-    (2000, (2000, 6000), (2000, 2000)), (100, (300, 2000), (100, 1000))])
+    (32, (32, 96, 2048), (32, 32, 1024)), (128, (128, 384, 2560), (128, 128, 1024)),
+    (1024, (128, 384, 6144), (128, 128, 1024)), (2000, (128, 384, 6000), (128, 128, 2000)),
+    (100, (100, 300, 2000), (100, 100, 1000))])
 def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
     """A partial batch is a shape the run never trains (at batch 2,000, fast-muon's run timed 3 batches and one of
-    144)."""
+    144). On a CPU the warm-up trains batches of at most 128 (one of 2,000 took 18 s of a probe); on CUDA the
+    recipe's own."""
     assert calibration_images(batch, 45_000) == own and calibration_images(batch, 45_000, 1024) == probe
-    assert all(n % batch == 0 for n in own + probe)
-    assert calibration_images(128, 300) == (300, 300)  # a tiny training split: all of it
+    for warm_bs, warm, timed in (own, probe):
+        assert warm % warm_bs == 0 and timed % batch == 0 and warm_bs == min(batch, 128)
+    assert calibration_images(128, 300) == (128, 300, 300)  # a tiny training split: all of it
+    assert calibration_images(2000, 45_000, None, "cuda") == (2000, 2000, 6000)
+    assert calibration_images(2000, 45_000, 1024, "cuda") == (2000, 2000, 2000)
 
 
 def test_the_plan_is_checked_at_fractions_of_the_images_not_of_the_steps():

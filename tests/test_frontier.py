@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cifar10cnn.config import RunConfig
+from cifar10cnn.data.dataset import channel_stats
 from cifar10cnn.errors import UserError
 from cifar10cnn.flops import attainable_gflops, model_flops
 from cifar10cnn.models import build_classifier, create_model, parameter_roles
@@ -193,7 +194,7 @@ def test_the_plot_draws_the_current_run_of_each_budget_not_the_runs_it_replaced(
 
 
 def _plans(monkeypatch, plans: dict[str, dict]):
-    def fake_probe(cfg, data):
+    def fake_probe(cfg, data, stats):
         plan = plans[cfg.recipe]
         if isinstance(plan, Exception):
             raise plan
@@ -222,7 +223,7 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
                          "fast": {"estimated_epoch_s": 200}})  # fast fits half an epoch in the 2 minutes
     p = pick.pick_recipe(2, {}, data, time.perf_counter())
     assert p["recipe"] == "seed-aug" and p["rows"][1]["fits"] and p["rows"][1]["epochs"] == 0.5
-    assert p["rows"][1]["expected_test_accuracy_tta"] == pytest.approx(0.1 + (0.75 - 0.1) / 2)  # from chance at 0
+    assert p["rows"][1][pick.EXPECTED] == pytest.approx(0.1 + (0.75 - 0.1) / 2)  # from chance at 0
     # the time spent before and while choosing counts: 20 s of it leaves seed-aug 3.5 epochs, not 4.25
     assert pick.pick_recipe(2, {}, data, time.perf_counter() - 20)["rows"][0]["epochs"] == 3.5
     _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 300}, "fast": {"estimated_epoch_s": 240}})
@@ -234,7 +235,7 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
         _plans(monkeypatch, {"seed-aug": {"estimated_epoch_s": 240}, "fast": {"estimated_epoch_s": fast_epoch_s}})
         p = pick.pick_recipe(1, {}, data, time.perf_counter())
         assert p["recipe"] == picked and why in p["why"] and not any(r["fits"] for r in p["rows"])
-    assert [r["expected_test_accuracy_tta"] for r in p["rows"]] == [pytest.approx(0.1 + 0.7 / 16, abs=1e-4),
+    assert [r[pick.EXPECTED] for r in p["rows"]] == [pytest.approx(0.1 + 0.7 / 16, abs=1e-4),
                                                                     pytest.approx(0.1 + 0.65 / 4, abs=1e-4)]
     _plans(monkeypatch, {"seed-aug": UserError("cannot take 64×64"), "fast": UserError("cannot take 64×64")})
     with pytest.raises(UserError, match="no recipe with a measured frontier"):
@@ -248,8 +249,10 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
     assert "after 1 epoch at 100 img/s" in pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))[-1]
 
 
-def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp_path, capsys):
+def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"  # the small fake data set: the picked recipe's test pass is over 1,000 images
+    stats_of = []  # the candidates share one split: its channel statistics are computed once, not per candidate
+    monkeypatch.setattr(pick, "channel_stats", lambda x: stats_of.append(len(x)) or channel_stats(x))
     assert cli("train", "--data-dir", fake_dir, "--time-budget", "0.5", "--subset", "300", "--val-size", "200",
                "--out", out) == 0
     text = capsys.readouterr().out
@@ -257,7 +260,8 @@ def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["recipe"] == picked["recipe"] and f"→ {picked['recipe']}" in text and "without --recipe" in text
     assert {r["recipe"] for r in picked["rows"]} == set(pick.read_frontier())
-    assert all(r["train_images_per_s"] > 0 for r in picked["rows"])
+    assert all(r["train_images_per_s"] > 0 for r in picked["rows"]) and stats_of == [300]
+    assert 0 < sum(r["probe_seconds"] for r in picked["rows"]) <= picked["seconds"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["budget"]["wall_seconds"] >= picked["seconds"]  # the choice counted against the budget
     # the run planned from the picker's probe of its recipe: it did not measure it again

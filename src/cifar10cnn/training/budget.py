@@ -1,9 +1,9 @@
 """`--time-budget MINUTES`: measure this machine's speed, then plan the training that fits.
 
 The speed is measured on a throw-away copy of the model and optimizer (the run itself starts
-untouched): a few warm-up steps, then 6–64 timed training steps (≥ 2,048 images) with the recipe's
-augmentation, and a timed evaluation pass. The plan leaves room for validation after every epoch
-and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
+untouched): a few warm-up steps (batches of ≤ 128 images on a CPU), then 3–64 timed training steps (≥ 2,048
+images) with the recipe's augmentation, and a timed evaluation pass. The plan leaves room for validation after
+every epoch and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
 multi-crop TTA). The plan is in optimizer steps: whole epochs, and the last one may end at a quarter, half or three
 quarters of its steps (`epoch_ends`), so a budget is not left unused for want of a whole epoch (the `fast` run at 60
 minutes ended 291 s early, 0.85 of an epoch) and a budget shorter than an epoch is kept to. The learning-rate
@@ -35,6 +35,9 @@ EVAL_IMAGES = 2000  # timed by a run's own evaluation measurement
 UP_MARGIN = 1.05  # a re-plan adds epochs only if they fit at a 5% slower pace (it cannot take them back cheaply)
 CHECKS = (0.25, 0.5, 0.75)  # the fractions of every epoch at which the plan is checked, besides its end
 PARTS = len(CHECKS) + 1  # and where a run may end: at any quarter of an epoch
+# after one warm-up batch of 128 on a 2-core AMD EPYC, fast-muon's first batch of 2,000 trained at 109 img/s and the
+# next two at 110 and 115; fast's first of 1,024 at 132, the next two at 128 and 121 (calibration_images)
+WARMUP_BATCH = 128
 
 
 def up_pace(history: list[dict], epoch_s: float) -> float:
@@ -75,19 +78,24 @@ def epochs_text(epochs: float) -> str:
     return f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
 
 
-def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None) -> tuple[int, int]:
-    """(warm-up images, timed images) of a speed measurement, in whole batches of the recipe's batch size (a
-    partial batch is a shape the run never trains: at batch 2,000, 6,144 timed images were three batches and one
-    of 144). A run's own: up to 3 batches (≤ 2,048 images unless one batch is more) to warm up, then ~2,048–6,144
-    images timed (about 20 batches at small batch sizes), enough to time but few enough not to eat a short budget
-    at batch 1,024. probe_images: a quick estimate instead: one batch warms up, then about probe_images (at least
-    one batch) are timed. Capped at the training split."""
-    def whole(images: int) -> int:
-        return min(batch_size * max(1, round(images / batch_size)), n_train)
+def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None,
+                       device_type: str = "cpu") -> tuple[int, int, int]:
+    """(warm-up batch size, warm-up images, timed images) of a speed measurement. The timed images are whole batches
+    of the recipe's batch size (a partial batch is a shape the run never trains: at batch 2,000, 6,144 timed images
+    were three batches and one of 144). On a CPU the warm-up trains batches of at most WARMUP_BATCH images: what it
+    warms (threads, the allocator, oneDNN's kernels) does not need the recipe's batch, and a warm-up batch of 2,000
+    was 18 s of a 5-minute budget; elsewhere (CUDA) the recipe's batches. A run's own: up to 3 warm-up batches
+    (≤ 2,048 images unless one batch is more), then ~2,048–6,144 images timed (about 20 batches at small batch
+    sizes), enough to time but few enough not to eat a short budget at batch 1,024. probe_images: a quick estimate
+    instead: one warm-up batch, then about probe_images (at least one batch) timed. Capped at the training split."""
+    warm_bs = min(batch_size, WARMUP_BATCH) if device_type == "cpu" else batch_size
+
+    def whole(images: int, bs: int = batch_size) -> int:
+        return min(bs * max(1, round(images / bs)), n_train)
 
     if probe_images is not None:
-        return whole(batch_size), whole(probe_images)
-    return (whole(batch_size * max(1, min(3, 2048 // batch_size))),
+        return warm_bs, whole(warm_bs, warm_bs), whole(probe_images)
+    return (warm_bs, whole(warm_bs * max(1, min(3, 2048 // warm_bs)), warm_bs),
             whole(max(2048, min(20 * batch_size, 6 * 1024))))
 
 
@@ -197,12 +205,13 @@ def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, 
     at it. "measured_by" names the measurement; "measure_s" is the time it took."""
     t_start = time.perf_counter()
     bs = cfg.batch_size
-    n_warm, n_time = calibration_images(bs, len(train_idx), probe_images)
+    warm_bs, n_warm, n_time = calibration_images(bs, len(train_idx), probe_images, runtime.device.type)
     g = torch.Generator().manual_seed(2**31 - 1)
     order = train_idx[torch.randperm(len(train_idx), generator=g).to(train_idx.device)]
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
     kwargs = {"augment": augment, "generator": g, "label_smoothing": cfg.label_smoothing}
-    train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_warm], runtime, bs, scaler, **kwargs)
+    train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_warm], runtime, warm_bs, scaler,
+                    **kwargs)
     t0 = time.perf_counter()
     train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_time], runtime, bs, scaler, **kwargs)
     train_ips = n_time / (time.perf_counter() - t0)

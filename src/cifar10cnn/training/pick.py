@@ -2,13 +2,16 @@
 minutes on this machine, and why.
 
 For every recipe with a measured curve in frontier.json:
-    epochs it fits   its speed measured here and now (a quick probe at its batch size: one batch warms up, then
-                     at least 1,024 images are timed, then an evaluation pass of as many), laid out as the time
-                     budget lays out a run, once every candidate is probed: the time spent choosing, validation
-                     after every epoch, the final test pass with its TTA views (whole epochs, and the last may
-                     end at a quarter of one: budget.fit_speed). The chosen recipe's run plans from its probe (it
-                     does not measure again) and re-plans while it goes (budget.replan)
-    expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run, from
+    epochs it fits   its speed measured here and now (a quick probe at its batch size: one batch of ≤ 128 images
+                     warms up, then at least 1,024 images are timed, then an evaluation pass of as many; the
+                     candidates share the split's channel statistics), laid out as the time budget lays out a run,
+                     once every candidate is probed: the time spent choosing, validation after every epoch, the
+                     final test pass with its TTA views (whole epochs, and the last may end at a quarter of one:
+                     budget.fit_speed). The chosen recipe's run plans from its probe (it does not measure again)
+                     and re-plans while it goes (budget.replan). Each row says what its probe took ("probe_seconds")
+    expected         its test accuracy (with its TTA) after that many epochs of a `--time-budget` run (the rows'
+                     "expected_test_accuracy_tta_at_epochs"; files kept before 2026-11-29 have
+                     "expected_test_accuracy_tta": the same for a recipe that fits, chance for one that does not), from
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
                      linear between measured epochs (from chance at 0), flat past the last one (no credit for
                      epochs never measured)
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig
-from ..data.dataset import ImageDataset, make_split
+from ..data.dataset import ImageDataset, channel_stats, make_split
 from ..errors import UserError
 from ..runtime import resolve_runtime
 from .budget import epochs_of, epochs_text, fit_speed, measure_speed
@@ -34,6 +37,7 @@ from .parts import build_model, build_parts, resident_data
 FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
 PROBE_IMAGES = 1024  # 256 (two batches of 128) read resnet at 386 img/s where its epochs ran at 315-330
 PROBE_NOISE = 1.05  # plans this close are as quick (one recipe's probes here: seed-aug 324 and 387 img/s)
+EXPECTED = "expected_test_accuracy_tta_at_epochs"  # a row's expected figure after the epochs it would train
 
 
 def read_frontier(path: Path = FRONTIER_FILE) -> dict[str, list[dict]]:
@@ -54,12 +58,16 @@ def expected_accuracy(points: list[dict], epochs: float, n_classes: int = 10) ->
     return xs[0][1]
 
 
-def probe(cfg: RunConfig, data: ImageDataset) -> dict:
+def probe(cfg: RunConfig, data: ImageDataset, stats: dict | None = None) -> dict:
     """This machine's speed for `cfg` (budget.measure_speed), from a quick probe of a fresh copy of its model. The
-    chosen recipe's run lays its plan from its probe: it is not measured twice."""
+    chosen recipe's run lays its plan from its probe: it is not measured twice. stats: {split: its training images'
+    channel statistics}, filled and shared by the candidates (the same split's are computed once, not ~2 s each)."""
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
     split = make_split(data.train_y, cfg.val_size, cfg.split_seed, cfg.subset, len(data.classes), data.val_idx)
-    model, _ = build_model(cfg, data, split, runtime)
+    key = (cfg.val_size, cfg.split_seed, cfg.subset)
+    if stats is not None and key not in stats:
+        stats[key] = channel_stats(data.train_x[split.train_idx])
+    model, _ = build_model(cfg, data, split, runtime, (stats or {}).get(key))
     parts = build_parts(cfg, model, runtime)
     r = resident_data(cfg, data, split, runtime, model)
     return measure_speed(cfg, parts.step_model, parts.optimizer, runtime, r.train_x, r.train_y, r.train_idx,
@@ -71,22 +79,24 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
     "speed": the chosen recipe's probe, which its run plans from (engine.train's `speed`)}. overrides: the user's
     flags, applied to every candidate; started: perf_counter() when the run's work began."""
     frontier = read_frontier()
-    probed: list[tuple[str, list[dict], dict]] = []
-    rows = []
+    probed: list[tuple[str, list[dict], dict, float]] = []
+    rows, stats = [], {}
     for name, points in frontier.items():
         try:
+            t0 = time.perf_counter()
             cfg = RunConfig.resolve(name, {**overrides, "time_budget": minutes})
-            probed.append((name, points, probe(cfg, data)))
+            probed.append((name, points, probe(cfg, data, stats), time.perf_counter() - t0))
         except UserError as e:  # e.g. a model that cannot take the folder's image size
             rows.append({"recipe": name, "excluded": str(e)})
     spent = time.perf_counter() - started  # every candidate is probed before the chosen run starts
-    for name, points, speed in probed:  # planned as the run will plan itself: after all the probes
+    for name, points, speed, probe_s in probed:  # planned as the run will plan itself: after all the probes
         n = speed["steps_per_epoch"]
         steps, planned_s = fit_speed(minutes * 60, spent, speed, n)
         epochs, fits = epochs_of(steps, n), planned_s <= minutes * 60
-        rows.append({"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1), "epochs": epochs,
-                     "fits": fits, "planned_seconds": round(planned_s, 1),
-                     "expected_test_accuracy_tta": round(expected_accuracy(points, epochs, len(data.classes)), 4),
+        rows.append({"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1),
+                     "probe_seconds": round(probe_s, 1), "epochs": epochs, "fits": fits,
+                     "planned_seconds": round(planned_s, 1),
+                     EXPECTED: round(expected_accuracy(points, epochs, len(data.classes)), 4),
                      "measured_epochs": [p["epochs"] for p in points]})
     rows.sort(key=lambda r: list(frontier).index(r["recipe"]))
     usable = [r for r in rows if "excluded" not in r]
@@ -95,19 +105,19 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
                         "; ".join(f"{r['recipe']}: {r['excluded']}" for r in rows))
     fitting = [r for r in usable if r["fits"]]
     if fitting:
-        best = max(fitting, key=lambda r: (r["expected_test_accuracy_tta"], r["train_images_per_s"]))
-        why = (f"expected {best['expected_test_accuracy_tta']:.1%} test accuracy (its TTA) after "
+        best = max(fitting, key=lambda r: (r[EXPECTED], r["train_images_per_s"]))
+        why = (f"expected {best[EXPECTED]:.1%} test accuracy (its TTA) after "
                f"{epochs_text(best['epochs'])} at {best['train_images_per_s']:,.0f} img/s measured here")
     else:  # every one overruns: the least, or as good as (within a probe's noise), with the best expectation
         quickest = min(r["planned_seconds"] for r in usable)
         best = max((r for r in usable if r["planned_seconds"] <= quickest * PROBE_NOISE),
-                   key=lambda r: (r["expected_test_accuracy_tta"], -r["planned_seconds"]))
+                   key=lambda r: (r[EXPECTED], -r["planned_seconds"]))
         why = (f"no recipe fits a quarter of an epoch in {minutes:g} min here; {best['recipe']} is "
                + ("the quickest" if best["planned_seconds"] == quickest else
                   f"within {PROBE_NOISE - 1:.0%} of the quickest")
                + f" (~{best['planned_seconds']:.0f} s for a quarter of an epoch and the test pass), expected "
-                 f"{best['expected_test_accuracy_tta']:.1%} after it")
-    speed = next(speed for name, _, speed in probed if name == best["recipe"])
+                 f"{best[EXPECTED]:.1%} after it")
+    speed = next(speed for name, _, speed, _ in probed if name == best["recipe"])
     return {"minutes": minutes, "recipe": best["recipe"], "why": why, "rows": rows,
             "seconds": round(time.perf_counter() - started, 2),
             "speed": {k: round(v, 2) if isinstance(v, float) else v for k, v in speed.items()}}
@@ -123,11 +133,11 @@ def pick_lines(picked: dict) -> list[str]:
         elif not r["fits"]:
             lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  not a quarter of an epoch in "
                          f"the budget (~{r['planned_seconds']:.0f} s with the test pass; expected "
-                         f"{r['expected_test_accuracy_tta']:.1%} after it)")
+                         f"{r[EXPECTED]:.1%} after it)")
         else:
             measured = ", ".join(str(e) for e in r["measured_epochs"])
             fit = "epoch fits" if r["epochs"] == 1 else "epochs fit"
             lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>4g} {fit}  "
-                         f"expected {r['expected_test_accuracy_tta']:.1%}  (measured at {measured} epochs)")
+                         f"expected {r[EXPECTED]:.1%}  (measured at {measured} epochs)")
     lines.append(f"→ {picked['recipe']}: {picked['why']} (an explicit --recipe overrides the choice)")
     return lines
