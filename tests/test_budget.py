@@ -45,7 +45,7 @@ def test_a_time_budget_keeps_a_warm_up_in_epochs_in_proportion():
 
 @pytest.mark.parametrize("batch, own, probe", [
     (32, (32, 96, 2048), (32, 32, 1024)), (128, (128, 384, 2560), (128, 128, 1024)),
-    (1024, (128, 384, 6144), (128, 128, 1024)), (2000, (128, 384, 6000), (128, 128, 2000)),
+    (1024, (128, 384, 3072), (128, 128, 1024)), (2000, (128, 384, 4000), (128, 128, 2000)),
     (100, (100, 300, 2000), (100, 100, 1000))])
 def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
     """A partial batch is a shape the run never trains (at batch 2,000, fast-muon's run timed 3 batches and one of
@@ -55,7 +55,7 @@ def test_speed_measurements_time_whole_batches_of_the_recipe(batch, own, probe):
     for warm_bs, warm, timed in (own, probe):
         assert warm % warm_bs == 0 and timed % batch == 0 and warm_bs == min(batch, 128)
     assert calibration_images(128, 300) == (128, 300, 300)  # a tiny training split: all of it
-    assert calibration_images(2000, 45_000, None, "cuda") == (2000, 2000, 6000)
+    assert calibration_images(2000, 45_000, None, "cuda") == (2000, 2000, 4000)
     assert calibration_images(2000, 45_000, 1024, "cuda") == (2000, 2000, 2000)
 
 
@@ -222,6 +222,8 @@ def test_a_slower_machine_makes_the_budget_replan_and_the_schedule_end_earlier()
     assert replan_line(state.budget["replanned"][-1]).endswith("the run ends after this epoch")
     assert "laid from the current learning rate" in replan_line(state.budget["replanned"][0])
     assert replan_line({"after_epoch": 2.26, "epochs": 2.26, "was": 3}).endswith("the run ends here")
+    assert "— 1 epoch now fits (at epoch 0.25, 1.25 planned)" in replan_line({"after_epoch": 0.25, "epochs": 1,
+                                                                               "was": 1.25})
 
 
 def test_a_faster_machine_makes_the_budget_plan_more_epochs_from_the_current_rate():

@@ -1,7 +1,7 @@
 """`--time-budget MINUTES`: measure this machine's speed, then plan the training that fits.
 
 The speed is measured on a throw-away copy of the model and optimizer (the run itself starts
-untouched): a few warm-up steps (batches of ≤ 128 images on a CPU), then 3–64 timed training steps (≥ 2,048
+untouched): a few warm-up steps (batches of ≤ 128 images on a CPU), then 2–64 timed training steps (≥ 2,048
 images) with the recipe's augmentation, and a timed evaluation pass. The plan leaves room for validation after
 every epoch and for the final test evaluation (×3 forward passes with flip TTA: TTA + the plain figure; ×7 with
 multi-crop TTA). The plan is in optimizer steps: whole epochs, and the last one may end at a quarter, half or three
@@ -85,9 +85,11 @@ def calibration_images(batch_size: int, n_train: int, probe_images: int | None =
     were three batches and one of 144). On a CPU the warm-up trains batches of at most WARMUP_BATCH images: what it
     warms (threads, the allocator, oneDNN's kernels) does not need the recipe's batch, and a warm-up batch of 2,000
     was 18 s of a 5-minute budget; elsewhere (CUDA) the recipe's batches. A run's own: up to 3 warm-up batches
-    (≤ 2,048 images unless one batch is more), then ~2,048–6,144 images timed (about 20 batches at small batch
-    sizes), enough to time but few enough not to eat a short budget at batch 1,024. probe_images: a quick estimate
-    instead: one warm-up batch, then about probe_images (at least one batch) timed. Capped at the training split."""
+    (≤ 2,048 images unless one batch is more), then ~2,048–3,072 images timed (about 20 batches at small batch
+    sizes, 3 of 1,024, 2 of 2,000), enough to time but few enough not to eat a short budget at large batches
+    (6,144 until 2026-11-29: 48 s of `fast` on a 2-core CPU; the run re-plans from its own pace a quarter of an
+    epoch in). probe_images: a quick estimate instead: one warm-up batch, then about probe_images (at least one
+    batch) timed. Capped at the training split."""
     warm_bs = min(batch_size, WARMUP_BATCH) if device_type == "cpu" else batch_size
 
     def whole(images: int, bs: int = batch_size) -> int:
@@ -96,7 +98,7 @@ def calibration_images(batch_size: int, n_train: int, probe_images: int | None =
     if probe_images is not None:
         return warm_bs, whole(warm_bs, warm_bs), whole(probe_images)
     return (warm_bs, whole(warm_bs * max(1, min(3, 2048 // warm_bs)), warm_bs),
-            whole(max(2048, min(20 * batch_size, 6 * 1024))))
+            whole(max(2048, min(20 * batch_size, 3 * 1024))))
 
 
 def steps_that_fit(left_s: float, step: int, epochs_done: int, steps_per_epoch: int, train_s: float,
@@ -190,8 +192,10 @@ def replan_line(record: dict) -> str:
     """The console line of a re-plan (its record from `replan`)."""
     ends = record["epochs"] <= record["after_epoch"]
     where = "after this epoch" if record["after_epoch"] == int(record["after_epoch"]) else "here"
-    return (f"time budget: this machine runs {replan_direction(record)} than measured — {record['epochs']:g} "
-            f"epochs now fit (at epoch {record['after_epoch']:g}, {record['was']:g} planned); "
+    fit = "fits" if record["epochs"] == 1 else "fit"  # "1 epoch now fits", "1.25 epochs now fit"
+    return (f"time budget: this machine runs {replan_direction(record)} than measured — "
+            f"{epochs_text(record['epochs'])} now {fit} (at epoch {record['after_epoch']:g}, {record['was']:g} "
+            "planned); "
             + (f"the run ends {where}" if ends else
                "the rest of the schedule is laid from the current learning rate to end there"))
 
