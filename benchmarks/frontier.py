@@ -124,7 +124,7 @@ def plot(results: Path, out: Path) -> None:
                    s=220, color="black", zorder=5, label="--time-budget, recipe auto-picked")
         for i, k in enumerate(sorted(auto, key=lambda k: k["wall_seconds"])):  # alternate: close stars, apart labels
             ax.annotate(f"{k['minutes']:g} min → {k['recipe']}", (k["wall_seconds"] / 60, k["test_accuracy_tta"] * 100),
-                        textcoords="offset points", xytext=(-20, -16 if i % 2 == 0 else 10), fontsize=7)
+                        textcoords="offset points", xytext=(10, -12) if i % 2 == 0 else (10, 4), fontsize=7)
     ax.set_xlabel("wall minutes of the whole run (`train --time-budget M`)")
     ax.set_ylabel("test accuracy with the recipe's TTA (%)")
     ax.set_title(f"accuracy per CPU minute on {here}", fontsize=10)
