@@ -73,9 +73,12 @@ def epochs_of(steps: int, steps_per_epoch: int) -> int | float:
     return steps // steps_per_epoch if steps % steps_per_epoch == 0 else round(steps / steps_per_epoch, 2)
 
 
-def epochs_text(epochs: float) -> str:
-    """"1 epoch", "0.5 epochs", "8.5 epochs": for console lines."""
-    return f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
+def epochs_text(epochs: float, verb: str = "", width: int = 0) -> str:
+    """"1 epoch", "0.5 epochs", "8.5 epochs": for console lines; with a verb that agrees: "1 epoch fits", "1.25
+    epochs fit" (verb "fit"); width: the figure right-aligned in that many characters (console columns)."""
+    one = epochs == 1
+    text = f"{epochs:>{width}g} epoch{'' if one else 's'}"
+    return f"{text} {verb}{'s' if one else ''}" if verb else text
 
 
 def calibration_images(batch_size: int, n_train: int, probe_images: int | None = None,
@@ -192,9 +195,8 @@ def replan_line(record: dict) -> str:
     """The console line of a re-plan (its record from `replan`)."""
     ends = record["epochs"] <= record["after_epoch"]
     where = "after this epoch" if record["after_epoch"] == int(record["after_epoch"]) else "here"
-    fit = "fits" if record["epochs"] == 1 else "fit"  # "1 epoch now fits", "1.25 epochs now fit"
     return (f"time budget: this machine runs {replan_direction(record)} than measured — "
-            f"{epochs_text(record['epochs'])} now {fit} (at epoch {record['after_epoch']:g}, {record['was']:g} "
+            f"{epochs_text(record['epochs'], 'now fit')} (at epoch {record['after_epoch']:g}, {record['was']:g} "
             "planned); "
             + (f"the run ends {where}" if ends else
                "the rest of the schedule is laid from the current learning rate to end there"))

@@ -136,8 +136,8 @@ def pick_lines(picked: dict) -> list[str]:
                          f"{r[EXPECTED]:.1%} after it)")
         else:
             measured = ", ".join(str(e) for e in r["measured_epochs"])
-            fit = "epoch fits" if r["epochs"] == 1 else "epochs fit"
-            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  {r['epochs']:>4g} {fit}  "
+            lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  "
+                         f"{epochs_text(r['epochs'], 'fit', 4)}  "
                          f"expected {r[EXPECTED]:.1%}  (measured at {measured} epochs)")
     lines.append(f"→ {picked['recipe']}: {picked['why']} (an explicit --recipe overrides the choice)")
     return lines
