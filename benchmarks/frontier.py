@@ -12,10 +12,13 @@
    `--recipe` picks from: every kept `--time-budget` run of a candidate recipe on CIFAR-10 (its epochs run and
    its test accuracy with its TTA; several runs at the same epochs are averaged), on any CPU (the epochs are
    machine-independent; the minutes are not).
-5. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast`, `fast-muon`, `fast95` and
+5. `final`: `train --recipe R --final --seed S` for R in --recipes (default fast-muon) and S in --seeds (the
+   issue's figure: the whole recipe on all 50,000 training images, its TTA test once per run, 3 seeds), kept as
+   final-R-seedS.json.
+6. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast`, `fast-muon`, `fast95` and
    `fast96` (their batch sizes; --recipes: only these): achieved GFLOP/s against this CPU's attainable matmul/conv
    rate, kept in flops.jsonl.
-6. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the current kept `budget` and `auto` runs
+7. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the current kept `budget` and `auto` runs
    of this CPU (CURRENT: not the earlier runs a rerun replaced), one line per recipe, the auto-picked runs as points.
 Figures are kept in benchmarks/results/frontier/ with provenance (kept_runs.py); docs/frontier.md's tables are
 generated from them (benchmarks/doc_tables.py). Timed figures: let nothing else run on the machine meanwhile.
@@ -143,10 +146,10 @@ def main() -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/frontier"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--recipes", nargs="+", help=f"budget: these recipes (default {' '.join(CANDIDATES)}); "
-                                                 "flops: only these of its cases")
+                                                 "final: these (default fast-muon); flops: only these of its cases")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5])
     p.add_argument("--steps", nargs="+", required=True,
-                   choices=["muon-val", "budget", "auto", "curves", "flops", "plot"])
+                   choices=["muon-val", "budget", "auto", "final", "curves", "flops", "plot"])
     p.add_argument("--remeasure", action="store_true")
     args = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -162,6 +165,11 @@ def main() -> int:
             requested = RunConfig.resolve(recipe, {"time_budget": minutes}).to_dict()
             keep_cli_run(f"budget-{recipe}-{minutes:g}min", ["--recipe", recipe, "--time-budget", f"{minutes:g}"],
                          requested, RESULTS, args.runs, args.remeasure, recipe=recipe, minutes=minutes)
+    for seed in args.seeds if "final" in args.steps else []:
+        for recipe in args.recipes or ["fast-muon"]:
+            requested = RunConfig.resolve(recipe, {"final": True, "seed": seed}).to_dict()
+            keep_cli_run(f"final-{recipe}-seed{seed}", ["--recipe", recipe, "--final", "--seed", str(seed)],
+                         requested, RESULTS, args.runs, args.remeasure, recipe=recipe, seed=seed)
     for minutes in args.minutes if "auto" in args.steps else []:
         name = f"auto-{minutes:g}min"
         kept = keep_cli_run(name, ["--time-budget", f"{minutes:g}"], None, RESULTS, args.runs, args.remeasure,
