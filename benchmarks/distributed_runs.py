@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kept_runs import check_reusable, exit_code, save_result
+from kept_runs import check_kept, check_reusable, exit_code, save_result
 
 RESULTS = Path("benchmarks/results/distributed")
 CASES = {"seed": {"subset": 10_000, "epochs": 4}, "fast": {"subset": 5_000, "epochs": 3}}
@@ -59,7 +59,7 @@ def one_run(recipe: str, seed: int, mode: str, runs: Path, results: Path, remeas
                                            **({"threads": 2} if mode == "one" else {})}).to_dict()
     if result.is_file() and not remeasure:
         kept = read_json(result, "kept result")
-        check_reusable(str(result), kept.get("settings"), kept["provenance"]["machine_cpu"], requested)
+        check_kept(str(result), kept, requested)
         print(f"{name}: kept, not trained again", flush=True)
         return
     if remeasure or not (out / "metrics.json").is_file():

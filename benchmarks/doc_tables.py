@@ -39,6 +39,12 @@ def kept_glob(pattern: str) -> list[tuple[str, dict]]:
     return [(str(p.relative_to(RESULTS)), json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
 
 
+def cpu(prov: dict, key: str = "cpu") -> str:
+    """The CPU a provenance names, with its instruction sets where recorded ("AMD EPYC (AVX-512 bf16, no AMX)")."""
+    features = prov.get(f"{key}_features")
+    return f"{prov[key]} ({features})" if features else prov[key]
+
+
 def origin(name: str, result: dict) -> tuple[str, str, str]:
     """(where a kept figure was measured, what the commit is, the commit): CPU, precision and threads with the code
     commit recorded in the file — or, for a legacy file, the CPU the docs named and the commit that added it."""
@@ -46,7 +52,7 @@ def origin(name: str, result: dict) -> tuple[str, str, str]:
     if prov:
         code = prov.get("code") or {}
         commit = (code.get("commit") or "unknown")[:7] + ("+uncommitted changes" if code.get("dirty") else "")
-        where = f"{prov['machine_cpu']}, {prov['precision']}, {prov['threads']} thread(s)"
+        where = f"{cpu(prov, 'machine_cpu')}, {prov['precision']}, {prov['threads']} thread(s)"
         return where + (f", {result['note']}" if result.get("note") else ""), "code", commit
     legacy = json.loads((RESULTS / "legacy.json").read_text())["files"].get(name)
     if legacy is None:
@@ -97,6 +103,10 @@ def headline() -> str:
                                   "`make run SEED=s`"))
     rows.append(_headline_row("`fast` (airbench94-shaped)", kept_glob("fast/final-seed*.json"),
                               "multi-crop, 6 views", "`cifar10cnn train --recipe fast --final --seed s`"))
+    muon = kept_glob("frontier/final-fast-muon-seed*.json")
+    if muon:
+        rows.append(_headline_row("`fast-muon` (airbench94_muon-shaped: Muon for the filters, 8 epochs)", muon,
+                                  "multi-crop, 6 views", "`cifar10cnn train --recipe fast-muon --final --seed s`"))
     rows.append(_headline_row("`fast`, 5-minute budget", kept_glob("fast/budget-5min.json"), "multi-crop, 6 views",
                               "`cifar10cnn train --recipe fast --final --time-budget 5`"))
     rows.append(_headline_row("`seed-aug` (+ augmentation, one-cycle), 20-minute budget",
@@ -168,6 +178,15 @@ def fast_final(pattern: str = "fast/final-seed*.json") -> str:
                  f"max {max(r['wall_seconds'] for _, r in items) / 60:.1f} min"])
     return (table(["seed", "test accuracy (multi-crop TTA, 6 views)", "single view", "epochs", "training",
                    "run wall clock"], rows) + f"\nMeasured on: {origins(items)}.\n")
+
+
+def frontier_final() -> str:
+    """frontier.md: `train --recipe R --final --seed S` of the frontier's recipes (benchmarks/frontier.py --steps
+    final), a table per recipe."""
+    recipes = sorted({r["recipe"] for _, r in kept_glob("frontier/final-*-seed*.json")})
+    if not recipes:
+        return "_No kept runs yet: `benchmarks/frontier.py --steps final` trains and keeps them._\n"
+    return "\n".join(f"`{recipe}`:\n\n" + fast_final(f"frontier/final-{recipe}-seed*.json") for recipe in recipes)
 
 
 def fast_budget() -> str:
@@ -373,7 +392,7 @@ def engine_refactor_speed() -> str:
 
 def _measured_by(result: dict) -> str:
     prov, code = result["provenance"], result["provenance"]["code"]
-    return (f"`{result['command']}` on {prov['cpu']}, torch {prov['torch']}, code {code['commit'][:7]}"
+    return (f"`{result['command']}` on {cpu(prov)}, torch {prov['torch']}, code {code['commit'][:7]}"
             f"{' + uncommitted changes' if code['dirty'] else ''}")
 
 
@@ -485,7 +504,10 @@ def frontier_flops() -> str:
 
     rows = []
     kept_rows = [json.loads(line) for line in path.read_text().splitlines()]
-    best = max(r["attainable_gflops_per_s"]["peak"] for r in kept_rows)  # the sitting's best: the steadiest ceiling
+    best: dict[tuple[str, str], float] = {}  # per CPU and precision, the best attainable rate: the steadiest ceiling
+    for r in kept_rows:
+        key = (r["provenance"]["cpu"], r["precision"])
+        best[key] = max(best.get(key, 0.0), r["attainable_gflops_per_s"]["peak"])
     for r in kept_rows:
         peak = r["attainable_gflops_per_s"]
         prov = r["provenance"]
@@ -494,14 +516,15 @@ def frontier_flops() -> str:
                    if not cfg.patience else "— (early stopping)")
         rows.append([f"`{r['recipe']}`", r["batch_size"], f"{r['train_gflops_per_image']:.3f}",
                      f"{r['train_images_per_s']:,.0f}", run_min, f"{r['train_gflops_per_s']:,.1f}",
-                     f"{r['train_fraction_of_peak']:.0%} ({r['train_gflops_per_s'] / best:.0%})",
+                     f"{r['train_fraction_of_peak']:.0%} "
+                     f"({r['train_gflops_per_s'] / best[r['provenance']['cpu'], r['precision']]:.0%})",
                      f"{r['eval_gflops_per_s']:,.1f} ({r['eval_fraction_of_peak']:.0%})",
                      f"{peak['peak']:,.1f} {peak['dtype']} (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f})",
-                     f"{prov['cpu']}, {r['precision']}, {r['threads']} threads, "
+                     f"{cpu(prov)}, {r['precision']}, {r['threads']} threads, "
                      f"code {(prov['code']['commit'] or '?')[:7]}"])
     return table(["recipe", "batch", "GFLOP per training image", "train img/s",
                   "training minutes of its epochs at this speed", "train GFLOP/s",
-                  "of its attainable (of the best attainable of all rows)",
+                  "of its attainable (of the best attainable of its CPU and precision)",
                   "eval GFLOP/s (of attainable)", "attainable GFLOP/s (measured)", "measured on"], rows)
 
 
@@ -541,16 +564,20 @@ def conv_speed() -> str:
                      "of which the weight gradient", "with the fastest way of each pass", "saving"], totals)
             + f"\n{k['dtype']}, {k['threads']} threads, best of {k['repeats']} timed calls per rate; the sitting's "
               f"attainable rate {peak['peak']:,.1f} GFLOP/s (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f}); "
-              f"measured on {prov['cpu']}, code {(prov['code']['commit'] or '?')[:7]}"
+              f"measured on {cpu(prov)}, code {(prov['code']['commit'] or '?')[:7]}"
               f"{'+uncommitted changes' if prov['code'].get('dirty') else ''}, with `{prov['command']}`.\n")
 
 
 def keras_vs_torch() -> str:
-    """speed.md and README: the seed model against the seed's own Keras code, best of N alternating runs per side."""
-    path = RESULTS / "speed" / "keras_vs_torch.json"
-    if not path.is_file():
+    """speed.md: the seed model against the seed's own Keras code, best of N alternating runs per side: the current
+    comparison (keras_vs_torch.json, the README's claim), then those of other CPUs (keras_vs_torch-*.json)."""
+    paths = sorted((RESULTS / "speed").glob("keras_vs_torch*.json"), key=lambda p: p.name != "keras_vs_torch.json")
+    if not paths:
         return "_No kept comparison yet: `make bench-keras` measures and keeps it._\n"
-    k = json.loads(path.read_text())
+    return "\n".join(_keras_table(json.loads(path.read_text())) for path in paths)
+
+
+def _keras_table(k: dict) -> str:
     prov = k["provenance"]
     rows = [[r["batch_size"], f"{r['keras_train_images_per_s']:,.0f}", f"{r['cifar10cnn_train_images_per_s']:,.0f}",
              f"**{r['train_ratio']:.2f}×**", ", ".join(f"{v:,.0f}" for v in r["keras_runs_train_images_per_s"]),
@@ -559,8 +586,8 @@ def keras_vs_torch() -> str:
     return (table(["batch", "Keras train img/s (best)", "cifar10cnn train img/s (best)", "ratio of the bests",
                    "Keras, every run", "cifar10cnn, every run", "Keras", "cifar10cnn"], rows)
             + f"\nBest of {k['repeats']} alternating runs per side, {k['train_images']:,} timed training images "
-              f"each; measured on {prov['cpu']}, code {(prov['code']['commit'] or '?')[:7]}, with "
-              f"`{prov['command']}`.\n")
+              f"each; measured on {cpu(prov)}, code {(prov['code']['commit'] or '?')[:7]}, with "
+              f"`{prov['command']}`{'; ' + k['note'] if k.get('note') else ''}.\n")
 
 
 def keras_claim() -> str:
@@ -573,7 +600,7 @@ def keras_claim() -> str:
                        f"({r['cifar10cnn_train_images_per_s']:,.0f} against {r['keras_train_images_per_s']:,.0f} img/s)"
                        for r in k["rows"])
     return (f"The seed model trains {ratios} as fast as the tutorial's own Keras code (the best of "
-            f"{k['repeats']} alternating runs per side, same images, same machine: {k['provenance']['cpu']}, "
+            f"{k['repeats']} alternating runs per side, same images, same machine: {cpu(k['provenance'])}, "
             f"{k['rows'][0]['cifar10cnn'].split()[-1]}; `make bench-keras`, [docs/speed.md](docs/speed.md)).\n")
 
 
@@ -584,6 +611,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
     "folder-datasets": folder_datasets, "frontier-muon-val": frontier_muon_val, "frontier-runs": frontier_runs,
+    "frontier-final": frontier_final,
     "frontier-curves": frontier_curves, "frontier-flops": frontier_flops, "keras-vs-torch": keras_vs_torch,
     "keras-claim": keras_claim, "conv-speed": conv_speed,
 }

@@ -29,7 +29,7 @@ KEEP = ["test_accuracy", "test_accuracy_tta", "test_balanced_accuracy", "best_va
 def _run_provenance(run_dir: Path, metrics: dict) -> dict:
     """What the run folder says about how it was made (config.json), plus the command that kept it."""
     from cifar10cnn.fileio import read_json
-    from cifar10cnn.provenance import cpu_name
+    from cifar10cnn.provenance import cpu_features, cpu_name
 
     made = read_json(run_dir / "config.json", "run config")
     runtime = made.get("runtime", {})
@@ -37,7 +37,7 @@ def _run_provenance(run_dir: Path, metrics: dict) -> dict:
     return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "run": str(run_dir),
             "code": made.get("code"), "torch": runtime.get("torch"), "python": runtime.get("python"),
             "device": runtime.get("device"), "device_name": runtime.get("device_name"), "machine_cpu": cpu_name(),
-            "threads": runtime.get("threads"),
+            "machine_cpu_features": cpu_features(), "threads": runtime.get("threads"),
             "precision": runtime.get("precision"), "channels_last": runtime.get("channels_last"),
             "tta_views": tta.get("views"), "trained": made.get("created"),
             "kept": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -74,10 +74,13 @@ def settings_difference(kept: dict, requested: dict) -> str:
     return ", ".join(f"{k} {kept.get(k)!r} → {requested.get(k)!r}" for k in keys if kept.get(k) != requested.get(k))
 
 
-def check_reusable(what: str, kept_settings: dict | None, kept_cpu: str | None, requested: dict) -> None:
-    """Refuse (UserError, naming the difference) to reuse a kept figure made with other settings or elsewhere."""
+def check_reusable(what: str, kept_settings: dict | None, kept_cpu: str | None, requested: dict,
+                   kept_features: str | None = None) -> None:
+    """Refuse (UserError, naming the difference) to reuse a kept figure made with other settings or elsewhere:
+    on another CPU model, or on one of the same name with other instruction sets (kept_features, where recorded:
+    "AMD EPYC" names CPUs with and without AVX-512 bf16)."""
     from cifar10cnn.errors import UserError
-    from cifar10cnn.provenance import cpu_name
+    from cifar10cnn.provenance import cpu_features, cpu_name
 
     if kept_settings is None:
         raise UserError(f"{what} was kept before settings were recorded, so it cannot be checked against the "
@@ -89,6 +92,15 @@ def check_reusable(what: str, kept_settings: dict | None, kept_cpu: str | None, 
     if kept_cpu != cpu_name():
         raise UserError(f"{what} was made on {kept_cpu}, this machine is {cpu_name()}: a table mixes one CPU's "
                         f"figures only; re-measure it here with --remeasure")
+    if kept_features and kept_features != cpu_features():
+        raise UserError(f"{what} was made on {kept_cpu} with {kept_features}, this one has {cpu_features()}: a "
+                        f"table mixes one CPU's figures only; re-measure it here with --remeasure")
+
+
+def check_kept(what: str, kept: dict, requested: dict) -> None:
+    """check_reusable for a kept result file: its settings and the CPU its provenance names."""
+    prov = kept.get("provenance") or {}
+    check_reusable(what, kept.get("settings"), prov.get("machine_cpu"), requested, prov.get("machine_cpu_features"))
 
 
 def kept_or_trained(result: Path, run_dir: Path, make_cfg, data, train_now: bool = True, remeasure: bool = False,
@@ -103,8 +115,7 @@ def kept_or_trained(result: Path, run_dir: Path, make_cfg, data, train_now: bool
     requested = cfg.to_dict()
     if result.is_file() and not remeasure:
         kept = read_json(result, "kept result")
-        check_reusable(str(result), kept.get("settings"), (kept.get("provenance") or {}).get("machine_cpu"),
-                       requested)
+        check_kept(str(result), kept, requested)
         print(f"  {result}: kept with the same settings on this CPU, not trained again", flush=True)
         return kept
     if (run_dir / "metrics.json").is_file() and not remeasure:
@@ -135,8 +146,7 @@ def keep_cli_run(name: str, args: list[str], requested: dict | None, results: Pa
     result, out = results / f"{name}.json", runs / name
     if result.is_file() and not remeasure:
         kept = read_json(result, "kept result")
-        check_reusable(str(result), kept.get("settings"), kept["provenance"]["machine_cpu"],
-                       kept.get("settings") if requested is None else requested)
+        check_kept(str(result), kept, kept.get("settings") if requested is None else requested)
         print(f"{name}: kept ({kept['test_accuracy']:.2%})")
         return kept
     cmd = [sys.executable, "-m", "cifar10cnn", "train", *args, "--out", str(out), "--overwrite"]

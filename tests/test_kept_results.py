@@ -24,7 +24,7 @@ def _tiny(**overrides) -> RunConfig:
 
 
 def test_a_kept_result_records_its_provenance_and_is_reused_only_when_settings_match(tmp_path, data, monkeypatch):
-    from cifar10cnn.provenance import cpu_name
+    from cifar10cnn.provenance import cpu_features, cpu_name
 
     result, run_dir = tmp_path / "kept.json", tmp_path / "run"
     kept = kept_runs.kept_or_trained(result, run_dir, _tiny, data, seed_label=0)
@@ -32,6 +32,7 @@ def test_a_kept_result_records_its_provenance_and_is_reused_only_when_settings_m
     prov = kept["provenance"]
     assert kept["settings"] == _tiny().to_dict() and kept["seed_label"] == 0
     assert prov["machine_cpu"] == cpu_name() and prov["precision"] in ("fp32", "bf16")
+    assert prov["machine_cpu_features"] == cpu_features()
     assert prov["code"]["commit"] and prov["torch"].startswith("2.") and prov["threads"] >= 1
     assert prov["command"] and prov["trained"] and prov["kept"]
 
@@ -50,10 +51,32 @@ def test_a_kept_result_records_its_provenance_and_is_reused_only_when_settings_m
     result.write_text(json.dumps(elsewhere))
     with pytest.raises(UserError, match="was made on Some Other CPU, this machine is"):
         kept_runs.kept_or_trained(result, run_dir, _tiny, data)
+    # the same model name with other instruction sets ("AMD EPYC" with and without AVX-512 bf16) is elsewhere too
+    other_isa = {**kept, "provenance": {**prov, "machine_cpu_features": "AVX-9000"}}
+    result.write_text(json.dumps(other_isa))
+    with pytest.raises(UserError, match=r"was made on .+ with AVX-9000, this one has"):
+        kept_runs.kept_or_trained(result, run_dir, _tiny, data)
+    unrecorded = {**kept, "provenance": {k: v for k, v in prov.items() if k != "machine_cpu_features"}}
+    result.write_text(json.dumps(unrecorded))  # kept before the instruction sets were recorded: the name decides
+    assert kept_runs.kept_or_trained(result, run_dir, _tiny, data)["settings"] == kept["settings"]
     legacy = {k: v for k, v in kept.items() if k not in ("settings", "provenance")}
     result.write_text(json.dumps(legacy))
     with pytest.raises(UserError, match="kept before settings were recorded"):
         kept_runs.kept_or_trained(result, run_dir, _tiny, data)
+
+
+@pytest.mark.parametrize("flags, features", [
+    ({"sse2", "avx2", "fma"}, "AVX2, no AVX-512"),
+    ({"avx2", "avx512f", "avx512bw"}, "AVX-512 without bf16"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "AVX-512 bf16, no AMX"),
+    ({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "AVX-512 bf16 + AMX"),
+    ({"sse2"}, "no AVX2"),
+    (set(), None),
+])
+def test_cpu_features_names_what_decides_the_training_precision(flags, features):
+    from cifar10cnn.provenance import cpu_features
+
+    assert cpu_features(flags) == features
 
 
 def test_remeasure_trains_again_and_replaces_the_kept_file(tmp_path, data):

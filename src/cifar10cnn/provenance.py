@@ -40,9 +40,31 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_features(flags: set[str] | None = None) -> str | None:
+    """The instruction sets that decide this CPU's training precision and speed (oneDNN's bf16 and AMX kernels),
+    e.g. "AVX-512 bf16, no AMX": a model name such as "AMD EPYC" names CPUs with and without AVX-512, whose
+    speeds differ several-fold. flags: /proc/cpuinfo's (read when None); None where it has none."""
+    if flags is None:
+        flags = set()
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+        except OSError:
+            pass
+    if not flags:
+        return None
+    if "amx_bf16" in flags:
+        return "AVX-512 bf16 + AMX"
+    if "avx512_bf16" in flags:
+        return "AVX-512 bf16, no AMX"
+    if "avx512f" in flags:
+        return "AVX-512 without bf16"
+    return "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+
+
 def provenance() -> dict:
     """The code version plus the machine: what every kept result records."""
     import torch
 
-    return {"code": code_version(), "cpu": cpu_name(), "torch": torch.__version__,
+    return {"code": code_version(), "cpu": cpu_name(), "cpu_features": cpu_features(), "torch": torch.__version__,
             "python": platform.python_version()}
