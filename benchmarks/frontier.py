@@ -108,20 +108,23 @@ def plot(results: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cifar10cnn.provenance import cpu_name
+    from cifar10cnn.provenance import cpu_features, cpu_name
 
-    here = cpu_name()
+    def here(kept: dict) -> bool:  # made on this CPU (its instruction sets too, where the file records them)
+        prov = kept["provenance"]
+        return prov["machine_cpu"] == cpu_name() and prov.get("machine_cpu_features") in (None, cpu_features())
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
     lines: dict[str, list] = {}
     for path in sorted(results.glob("budget-*.json")):
         kept = json.loads(path.read_text())
-        if kept["provenance"]["machine_cpu"] == here and CURRENT.fullmatch(path.name):
+        if here(kept) and CURRENT.fullmatch(path.name):
             lines.setdefault(kept["recipe"], []).append((kept["wall_seconds"] / 60, kept["test_accuracy_tta"]))
     for recipe, pts in sorted(lines.items()):
         pts.sort()
         ax.plot([m for m, _ in pts], [a * 100 for _, a in pts], marker="o", label=recipe)
     auto = [json.loads(p.read_text()) for p in sorted(results.glob("auto-*.json")) if CURRENT.fullmatch(p.name)]
-    auto = [k for k in auto if k["provenance"]["machine_cpu"] == here]
+    auto = [k for k in auto if here(k)]
     if auto:
         ax.scatter([k["wall_seconds"] / 60 for k in auto], [k["test_accuracy_tta"] * 100 for k in auto], marker="*",
                    s=220, color="black", zorder=5, label="--time-budget, recipe auto-picked")
@@ -130,7 +133,7 @@ def plot(results: Path, out: Path) -> None:
                         textcoords="offset points", xytext=(10, -12) if i % 2 == 0 else (10, 4), fontsize=7)
     ax.set_xlabel("wall minutes of the whole run (`train --time-budget M`)")
     ax.set_ylabel("test accuracy with the recipe's TTA (%)")
-    ax.set_title(f"accuracy per CPU minute on {here}", fontsize=10)
+    ax.set_title(f"accuracy per CPU minute on {cpu_name()}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
