@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kept_runs import exit_code, keep_cli_run
+from kept_runs import exit_code, keep_cli_run, made_here
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results/frontier")
@@ -108,23 +108,19 @@ def plot(results: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cifar10cnn.provenance import cpu_features, cpu_name
-
-    def here(kept: dict) -> bool:  # made on this CPU (its instruction sets too, where the file records them)
-        prov = kept["provenance"]
-        return prov["machine_cpu"] == cpu_name() and prov.get("machine_cpu_features") in (None, cpu_features())
+    from cifar10cnn.provenance import cpu_name
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     lines: dict[str, list] = {}
     for path in sorted(results.glob("budget-*.json")):
         kept = json.loads(path.read_text())
-        if here(kept) and CURRENT.fullmatch(path.name):
+        if made_here(kept["provenance"]) and CURRENT.fullmatch(path.name):
             lines.setdefault(kept["recipe"], []).append((kept["wall_seconds"] / 60, kept["test_accuracy_tta"]))
     for recipe, pts in sorted(lines.items()):
         pts.sort()
         ax.plot([m for m, _ in pts], [a * 100 for _, a in pts], marker="o", label=recipe)
     auto = [json.loads(p.read_text()) for p in sorted(results.glob("auto-*.json")) if CURRENT.fullmatch(p.name)]
-    auto = [k for k in auto if here(k)]
+    auto = [k for k in auto if made_here(k["provenance"])]
     if auto:
         ax.scatter([k["wall_seconds"] / 60 for k in auto], [k["test_accuracy_tta"] * 100 for k in auto], marker="*",
                    s=220, color="black", zorder=5, label="--time-budget, recipe auto-picked")
