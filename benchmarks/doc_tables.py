@@ -103,10 +103,10 @@ def headline() -> str:
                                   "`make run SEED=s`"))
     rows.append(_headline_row("`fast` (airbench94-shaped)", kept_glob("fast/final-seed*.json"),
                               "multi-crop, 6 views", "`cifar10cnn train --recipe fast --final --seed s`"))
-    muon = kept_glob("frontier/final-fast-muon-seed*.json")
-    if muon:
-        rows.append(_headline_row("`fast-muon` (airbench94_muon-shaped: Muon for the filters, 8 epochs)", muon,
-                                  "multi-crop, 6 views", "`cifar10cnn train --recipe fast-muon --final --seed s`"))
+    for (_, recipe), items in frontier_finals().items():  # per CPU class: its minutes are that CPU's
+        rows.append(_headline_row(f"`{recipe}` ({FRONTIER_SHAPES.get(recipe, 'the fast model')}, "
+                                  f"{items[0][1]['epochs']} epochs)", items, "multi-crop, 6 views",
+                                  f"`cifar10cnn train --recipe {recipe} --final --seed s`"))
     rows.append(_headline_row("`fast`, 5-minute budget", kept_glob("fast/budget-5min.json"), "multi-crop, 6 views",
                               "`cifar10cnn train --recipe fast --final --time-budget 5`"))
     rows.append(_headline_row("`seed-aug` (+ augmentation, one-cycle), 20-minute budget",
@@ -180,13 +180,26 @@ def fast_final(pattern: str = "fast/final-seed*.json") -> str:
                    "run wall clock"], rows) + f"\nMeasured on: {origins(items)}.\n")
 
 
+FRONTIER_SHAPES = {"fast": "airbench94-shaped", "fast-muon": "airbench94_muon-shaped: Muon for the filters",
+                   "fast95": "airbench95-shaped: widths 128/384/384", "fast96": "airbench96-shaped: 3 convs per group"}
+
+
+def frontier_finals() -> dict[tuple[str, str], list[tuple[str, dict]]]:
+    """The kept `train --recipe R --final --seed S` runs of benchmarks/frontier.py, by (CPU class folder, recipe)."""
+    out: dict[tuple[str, str], list] = {}
+    for name, r in kept_glob("frontier/*/final-*-seed*.json"):
+        out.setdefault((Path(name).parent.name, r["recipe"]), []).append((name, r))
+    return dict(sorted(out.items()))
+
+
 def frontier_final() -> str:
     """frontier.md: `train --recipe R --final --seed S` of the frontier's recipes (benchmarks/frontier.py --steps
-    final), a table per recipe."""
-    recipes = sorted({r["recipe"] for _, r in kept_glob("frontier/final-*-seed*.json")})
-    if not recipes:
+    final), a table per recipe and CPU class."""
+    finals = frontier_finals()
+    if not finals:
         return "_No kept runs yet: `benchmarks/frontier.py --steps final` trains and keeps them._\n"
-    return "\n".join(f"`{recipe}`:\n\n" + fast_final(f"frontier/final-{recipe}-seed*.json") for recipe in recipes)
+    return "\n".join(f"`{recipe}` (kept in `frontier/{folder}/`):\n\n"
+                     + fast_final(f"frontier/{folder}/final-{recipe}-seed*.json") for folder, recipe in finals)
 
 
 def fast_budget() -> str:
@@ -437,32 +450,32 @@ def serving() -> str:
 
 def frontier_muon_val() -> str:
     """frontier.md: `fast` against `fast-muon` on the validation split (the shortened choice), per seed."""
-    items = kept_glob("frontier/val-*.json")
+    items = kept_glob("frontier/*/val-*.json")
     if not items:
         return "_No kept runs yet: `benchmarks/frontier.py --steps muon-val` trains and keeps them._\n"
-    by_recipe: dict[str, list[dict]] = {}
-    for _, r in items:
-        by_recipe.setdefault(r["recipe"], []).append(r)
+    by_recipe: dict[tuple[str, str], list[dict]] = {}  # per CPU class: bf16 and fp32 round differently
+    for name, r in items:
+        by_recipe.setdefault((Path(name).parent.name, r["recipe"]), []).append(r)
     rows = []
-    for recipe, runs in sorted(by_recipe.items()):
+    for (folder, recipe), runs in sorted(by_recipe.items()):
         runs.sort(key=lambda r: r["seed"])
-        rows.append([f"`{recipe}`", runs[0]["epochs"], runs[0]["settings"]["batch_size"],
+        rows.append([f"`{folder}`", f"`{recipe}`", runs[0]["epochs"], runs[0]["settings"]["batch_size"],
                      ", ".join(f"{r['best_val_accuracy']:.2%}" for r in runs),
                      pct([r["best_val_accuracy"] for r in runs]),
                      f"{runs[0]['epochs'] * runs[0]['settings']['subset']:,}"])
-    return (table(["recipe", "epochs", "batch", "best validation accuracy per seed", "mean ± std",
+    return (table(["CPU class", "recipe", "epochs", "batch", "best validation accuracy per seed", "mean ± std",
                    "images trained (the compute)"], rows) + f"\nMeasured on: {origins(items)}.\n")
 
 
 def frontier_runs() -> str:
     """frontier.md: every kept `train --time-budget M` run of benchmarks/frontier.py (a named recipe, or the one
     the program picked), by CPU."""
-    items = kept_glob("frontier/budget-*.json") + kept_glob("frontier/auto-*.json")
+    items = kept_glob("frontier/*/budget-*.json") + kept_glob("frontier/*/auto-*.json")
     if not items:
         return "_No kept runs yet: `benchmarks/frontier.py --steps budget auto` trains and keeps them._\n"
     rows = []
-    for name, r in sorted(items, key=lambda i: (i[1]["provenance"]["machine_cpu"], i[1]["minutes"], i[0])):
-        auto = name.startswith("frontier/auto-")
+    for name, r in sorted(items, key=lambda i: (cpu(i[1]["provenance"], "machine_cpu"), i[1]["minutes"], i[0])):
+        auto = Path(name).name.startswith("auto-")
         recipe = f"**auto → `{r['recipe']}`**" if auto else f"`{r['recipe']}`"
         cmd = f"`cifar10cnn train {'' if auto else '--recipe ' + r['recipe'] + ' '}--time-budget {r['minutes']:g}`"
         rows.append([f"{r['minutes']:g}", recipe, budget_epochs(r), f"{r['test_accuracy']:.2%}",
@@ -506,7 +519,7 @@ def frontier_flops() -> str:
     kept_rows = [json.loads(line) for line in path.read_text().splitlines()]
     best: dict[tuple[str, str], float] = {}  # per CPU and precision, the best attainable rate: the steadiest ceiling
     for r in kept_rows:
-        key = (r["provenance"]["cpu"], r["precision"])
+        key = (cpu(r["provenance"]), r["precision"])
         best[key] = max(best.get(key, 0.0), r["attainable_gflops_per_s"]["peak"])
     for r in kept_rows:
         peak = r["attainable_gflops_per_s"]
@@ -517,7 +530,7 @@ def frontier_flops() -> str:
         rows.append([f"`{r['recipe']}`", r["batch_size"], f"{r['train_gflops_per_image']:.3f}",
                      f"{r['train_images_per_s']:,.0f}", run_min, f"{r['train_gflops_per_s']:,.1f}",
                      f"{r['train_fraction_of_peak']:.0%} "
-                     f"({r['train_gflops_per_s'] / best[r['provenance']['cpu'], r['precision']]:.0%})",
+                     f"({r['train_gflops_per_s'] / best[cpu(r['provenance']), r['precision']]:.0%})",
                      f"{r['eval_gflops_per_s']:,.1f} ({r['eval_fraction_of_peak']:.0%})",
                      f"{peak['peak']:,.1f} {peak['dtype']} (matmul {peak['matmul']:,.1f}, conv {peak['conv']:,.1f})",
                      f"{cpu(prov)}, {r['precision']}, {r['threads']} threads, "

@@ -18,10 +18,14 @@
 6. `flops`: `cifar10cnn bench --flops` of the seed model (batch 32 and 128) and of `fast`, `fast-muon`, `fast95` and
    `fast96` (their batch sizes; --recipes: only these): achieved GFLOP/s against this CPU's attainable matmul/conv
    rate, kept in flops.jsonl.
-7. `plot`: docs/frontier.png: test accuracy (TTA) against wall minutes of the current kept `budget` and `auto` runs
-   of this CPU (CURRENT: not the earlier runs a rerun replaced), one line per recipe, the auto-picked runs as points.
-Figures are kept in benchmarks/results/frontier/ with provenance (kept_runs.py); docs/frontier.md's tables are
-generated from them (benchmarks/doc_tables.py). Timed figures: let nothing else run on the machine meanwhile.
+7. `plot`: docs/frontier-CPU.png for each CPU class's folder: test accuracy (TTA) against wall minutes of its
+   current kept `budget` and `auto` runs (CURRENT: not the earlier runs a rerun replaced), one line per recipe, the
+   auto-picked runs as points.
+Figures are kept with provenance (kept_runs.py) in benchmarks/results/frontier/CPU/, one folder per CPU class
+(provenance.cpu_class(): model name and instruction sets, e.g. amd-epyc-avx512-bf16): a file is named by recipe and
+minutes or seed only, so another CPU's run of the same name never replaces it. flops.jsonl (rows, each with its CPU)
+is shared. docs/frontier.md's tables are generated from them (benchmarks/doc_tables.py). Timed figures: let nothing
+else run on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kept_runs import exit_code, keep_cli_run, made_here
+from kept_runs import exit_code, keep_cli_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results/frontier")
@@ -45,8 +49,9 @@ CANDIDATES = ("seed-aug", "resnet", "fast", "fast-muon")  # what `--time-budget`
 # commit of each): their recipe, from the page that published them
 LEGACY_BUDGET_RUNS = {"fast/budget-5min.json": "fast", "fast/budget-10min.json": "fast",
                       "model_table/seed-budget20.json": "seed-aug", "model_table/resnet20-budget20.json": "resnet"}
-# the names the budget and auto steps write: the current run of each (recipe, minutes). An earlier run is renamed
-# with a suffix (budget-resnet-5min-whole-epochs.json) when a rerun replaces it: the tables show it, the plot not
+# the names the budget and auto steps write in a CPU class's folder: the current run of each (recipe, minutes) on
+# that class of CPU. An earlier run is renamed with a suffix (budget-resnet-5min-whole-epochs.json) when a rerun
+# replaces it: the tables show it, the plot not
 CURRENT = re.compile(r"(budget-[a-z0-9-]+?|auto)-[0-9.]+min\.json")
 # `bench --flops` cases: (recipe, batch size; None: the recipe's own)
 BENCH_CASES = (("seed", 32), ("seed", 128), ("fast", None), ("fast-muon", None), ("fast95", None), ("fast96", None))
@@ -102,25 +107,22 @@ def bench_flops(out: Path, recipes: list[str] | None) -> None:
             f.write(json.dumps(r) + "\n")
 
 
-def plot(results: Path, out: Path) -> None:
+def plot(folder: Path, out: Path) -> None:
+    """The frontier of one CPU class (its folder of kept runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cifar10cnn.provenance import cpu_name
-
     fig, ax = plt.subplots(figsize=(7, 4.2))
     lines: dict[str, list] = {}
-    for path in sorted(results.glob("budget-*.json")):
-        kept = json.loads(path.read_text())
-        if made_here(kept["provenance"]) and CURRENT.fullmatch(path.name):
-            lines.setdefault(kept["recipe"], []).append((kept["wall_seconds"] / 60, kept["test_accuracy_tta"]))
+    budget = [json.loads(p.read_text()) for p in sorted(folder.glob("budget-*.json")) if CURRENT.fullmatch(p.name)]
+    for kept in budget:
+        lines.setdefault(kept["recipe"], []).append((kept["wall_seconds"] / 60, kept["test_accuracy_tta"]))
     for recipe, pts in sorted(lines.items()):
         pts.sort()
         ax.plot([m for m, _ in pts], [a * 100 for _, a in pts], marker="o", label=recipe)
-    auto = [json.loads(p.read_text()) for p in sorted(results.glob("auto-*.json")) if CURRENT.fullmatch(p.name)]
-    auto = [k for k in auto if made_here(k["provenance"])]
+    auto = [json.loads(p.read_text()) for p in sorted(folder.glob("auto-*.json")) if CURRENT.fullmatch(p.name)]
     if auto:
         ax.scatter([k["wall_seconds"] / 60 for k in auto], [k["test_accuracy_tta"] * 100 for k in auto], marker="*",
                    s=220, color="black", zorder=5, label="--time-budget, recipe auto-picked")
@@ -129,7 +131,10 @@ def plot(results: Path, out: Path) -> None:
                         textcoords="offset points", xytext=(10, -12) if i % 2 == 0 else (10, 4), fontsize=7)
     ax.set_xlabel("wall minutes of the whole run (`train --time-budget M`)")
     ax.set_ylabel("test accuracy with the recipe's TTA (%)")
-    ax.set_title(f"accuracy per CPU minute on {cpu_name()}", fontsize=10)
+    prov = (budget + auto)[0]["provenance"]
+    features = prov.get("machine_cpu_features")
+    ax.set_title(f"accuracy per CPU minute on {prov['machine_cpu']}{f' ({features})' if features else ''}, "
+                 f"{prov['threads']} threads, {prov['precision']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -140,6 +145,7 @@ def plot(results: Path, out: Path) -> None:
 def main() -> int:
     from cifar10cnn.config import RunConfig
     from cifar10cnn.fileio import atomic_write_text
+    from cifar10cnn.provenance import cpu_class
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/frontier"))
@@ -151,41 +157,44 @@ def main() -> int:
                    choices=["muon-val", "budget", "auto", "final", "curves", "flops", "plot"])
     p.add_argument("--remeasure", action="store_true")
     args = p.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    here = RESULTS / cpu_class()  # this CPU class's kept runs
+    here.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds if "muon-val" in args.steps else []:
         for recipe in MUON_VAL_RECIPES:
             flags = ["--recipe", recipe, "--seed", str(seed), "--subset", str(CASE["subset"]),
                      "--set", "tta=false", "--set", "tta_translate=0"]
             requested = RunConfig.resolve(recipe, {**CASE, "seed": seed}).to_dict()
-            keep_cli_run(f"val-{recipe}-seed{seed}", flags, requested, RESULTS, args.runs, args.remeasure,
+            keep_cli_run(f"val-{recipe}-seed{seed}", flags, requested, here, args.runs, args.remeasure,
                          recipe=recipe, seed=seed)
     for minutes in args.minutes if "budget" in args.steps else []:
         for recipe in args.recipes or CANDIDATES:
             requested = RunConfig.resolve(recipe, {"time_budget": minutes}).to_dict()
             keep_cli_run(f"budget-{recipe}-{minutes:g}min", ["--recipe", recipe, "--time-budget", f"{minutes:g}"],
-                         requested, RESULTS, args.runs, args.remeasure, recipe=recipe, minutes=minutes)
+                         requested, here, args.runs, args.remeasure, recipe=recipe, minutes=minutes)
     for seed in args.seeds if "final" in args.steps else []:
         for recipe in args.recipes or ["fast-muon"]:
             requested = RunConfig.resolve(recipe, {"final": True, "seed": seed}).to_dict()
             keep_cli_run(f"final-{recipe}-seed{seed}", ["--recipe", recipe, "--final", "--seed", str(seed)],
-                         requested, RESULTS, args.runs, args.remeasure, recipe=recipe, seed=seed)
+                         requested, here, args.runs, args.remeasure, recipe=recipe, seed=seed)
     for minutes in args.minutes if "auto" in args.steps else []:
         name = f"auto-{minutes:g}min"
-        kept = keep_cli_run(name, ["--time-budget", f"{minutes:g}"], None, RESULTS, args.runs, args.remeasure,
+        kept = keep_cli_run(name, ["--time-budget", f"{minutes:g}"], None, here, args.runs, args.remeasure,
                             minutes=minutes)
         pick = json.loads((args.runs / name / "recipe_pick.json").read_text()) if "recipe" not in kept else None
         if pick is not None:  # the recipe it picked, and why, beside the figures
             from cifar10cnn.fileio import atomic_write_json
 
             kept.update(recipe=pick["recipe"], pick=pick)
-            atomic_write_json(RESULTS / f"{name}.json", kept)
+            atomic_write_json(here / f"{name}.json", kept)
     if "curves" in args.steps:
         atomic_write_text(FRONTIER_JSON, json.dumps(curves(Path("benchmarks/results")), indent=1) + "\n")
         print(f"wrote {FRONTIER_JSON}")
     if "flops" in args.steps:
         bench_flops(RESULTS / "flops.jsonl", args.recipes)
-    if "plot" in args.steps:
-        plot(RESULTS, ROOT / "docs" / "frontier.png")
+    if "plot" in args.steps:  # every CPU class's: a plot is drawn from its kept files, on any machine
+        for folder in sorted(f for f in RESULTS.iterdir() if f.is_dir()):
+            if any(CURRENT.fullmatch(p.name) for p in folder.glob("*.json")):
+                plot(folder, ROOT / "docs" / f"frontier-{folder.name}.png")
     return 0
 
 

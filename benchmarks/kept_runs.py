@@ -97,13 +97,6 @@ def check_reusable(what: str, kept_settings: dict | None, kept_cpu: str | None, 
                         f"table mixes one CPU's figures only; re-measure it here with --remeasure")
 
 
-def made_here(prov: dict) -> bool:
-    """Whether a kept file's provenance names this CPU: its model name, and its instruction sets where recorded."""
-    from cifar10cnn.provenance import cpu_features, cpu_name
-
-    return prov.get("machine_cpu") == cpu_name() and prov.get("machine_cpu_features") in (None, cpu_features())
-
-
 def check_kept(what: str, kept: dict, requested: dict) -> None:
     """check_reusable for a kept result file: its settings and the CPU its provenance names."""
     prov = kept.get("provenance") or {}

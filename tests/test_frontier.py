@@ -177,20 +177,22 @@ def test_frontier_json_is_what_the_kept_runs_say():
             assert all((ROOT / s).is_file() for s in p["sources"]) and 0.1 < p["test_accuracy_tta"] < 1
 
 
-def test_the_plot_draws_the_current_run_of_each_budget_not_the_runs_it_replaced():
+def test_the_plot_draws_the_current_run_of_each_budget_not_the_runs_it_replaced(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import frontier
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    current = {p.name for p in (ROOT / "benchmarks" / "results" / "frontier").glob("*.json")
-               if frontier.CURRENT.fullmatch(p.name)}
+    folder = ROOT / "benchmarks" / "results" / "frontier" / "amd-epyc-avx2"  # one CPU class's kept runs
+    current = {p.name for p in folder.glob("*.json") if frontier.CURRENT.fullmatch(p.name)}
     assert {"budget-resnet-5min.json", "budget-fast-muon-60min.json", "auto-10min.json"} <= current
     assert not current & {"budget-resnet-5min-whole-epochs.json", "auto-10min-first-picker.json",
                           "budget-fast-muon-20min-misread.json", "budget-resnet-60min-last-pace.json"}
     for name in current:  # the one run per recipe and budget that the step writes
         recipe = name.removeprefix("budget-").rsplit("-", 1)[0]
         assert name.startswith("auto-") or recipe in frontier.CANDIDATES
+    frontier.plot(folder, tmp_path / "frontier.png")  # drawn from its files, on any CPU
+    assert (tmp_path / "frontier.png").read_bytes().startswith(b"\x89PNG")
 
 
 def _plans(monkeypatch, plans: dict[str, dict]):

@@ -142,3 +142,30 @@ def test_predict_and_onnx_figures_are_kept_and_rendered(quick_run, tmp_path, mon
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     text = doc_tables.render("predict-onnx")
     assert "same top-1 for 200 of 200" in text and str(quick_run) in text
+
+
+@pytest.mark.parametrize("name, features, folder", [
+    ("AMD EPYC", "AVX-512 bf16, no AMX", "amd-epyc-avx512-bf16"),
+    ("AMD EPYC", "AVX2, no AVX-512", "amd-epyc-avx2"),
+    ("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", "AVX-512 bf16 + AMX", "intel-xeon-platinum-8481c-amx"),
+    ("AMD Ryzen 9 7950X 16-Core Processor", "AVX-512 bf16, no AMX", "amd-ryzen-9-7950x-avx512-bf16"),
+    ("11th Gen Intel(R) Core(TM) i7-1165G7 @ 2.80GHz", "AVX-512 without bf16", "11th-gen-intel-core-i7-1165g7-avx512"),
+    ("", "no AVX2", "unknown-cpu-no-avx2"),
+])
+def test_cpu_class_is_a_folder_name_of_model_and_instruction_sets(name, features, folder):
+    from cifar10cnn.provenance import cpu_class
+
+    assert cpu_class(name, features) == folder
+
+
+def test_kept_frontier_runs_sit_in_the_folder_of_the_cpu_that_made_them():
+    """A `--time-budget` run is named by recipe and minutes only: its CPU class's folder keeps another CPU's run of
+    the same name from replacing it (benchmarks/frontier.py writes to RESULTS / cpu_class())."""
+    from cifar10cnn.provenance import cpu_class
+
+    frontier = ROOT / "benchmarks" / "results" / "frontier"
+    kept = sorted(frontier.glob("*/*.json"))
+    assert len({p.parent.name for p in kept}) >= 2 and not list(frontier.glob("*.json"))
+    for path in kept:
+        prov = json.loads(path.read_text())["provenance"]
+        assert cpu_class(prov["machine_cpu"], prov["machine_cpu_features"]) == path.parent.name, path

@@ -4,6 +4,7 @@ torch and Python. Recorded in every run's config.json and in kept benchmark resu
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,23 @@ def cpu_features(flags: set[str] | None = None) -> str | None:
     if "avx512f" in flags:
         return "AVX-512 without bf16"
     return "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+
+
+# cpu_features() as a folder name's last part
+_FEATURE_SLUGS = {"AVX-512 bf16 + AMX": "amx", "AVX-512 bf16, no AMX": "avx512-bf16", "AVX-512 without bf16": "avx512",
+                  "AVX2, no AVX-512": "avx2", "no AVX2": "no-avx2", None: "unknown-isa"}
+
+
+def cpu_class(name: str | None = None, features: str | None = None) -> str:
+    """A folder name for one kind of CPU: its model name and instruction sets, e.g. "amd-epyc-avx512-bf16" or
+    "intel-xeon-platinum-8481c-amx" (trademarks and clock dropped). Figures keyed only by recipe and minutes
+    (a `--time-budget` run) are kept per CPU class, so one CPU's run never replaces another's.
+    name, features: cpu_name()'s and cpu_features()'s (this machine's when None)."""
+    name = cpu_name() if name is None else name
+    features = cpu_features() if features is None else features
+    model = re.sub(r"\((r|tm)\)|\bcpu\b.*$|@.*$|\b\d+-core processor\b", " ", name.lower())
+    model = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown-cpu"
+    return f"{model}-{_FEATURE_SLUGS.get(features, 'unknown-isa')}"
 
 
 def provenance() -> dict:
