@@ -170,8 +170,12 @@ def _fast_rows(items: list[tuple[str, dict]]) -> list[list]:
              f"{r['train_seconds']:.0f} s", f"{r['wall_seconds'] / 60:.1f} min"] for _, r in items]
 
 
-def fast_final(pattern: str = "fast/final-seed*.json") -> str:
-    items = kept_glob(pattern)
+def fast_final() -> str:
+    return final_table(kept_glob("fast/final-seed*.json"))
+
+
+def final_table(items: list[tuple[str, dict]]) -> str:
+    """A row per kept `train --recipe R --final --seed S` run and their mean ± std."""
     rows = _fast_rows(items)
     rows.append(["**mean ± std**", f"**{pct([r['test_accuracy_tta'] for _, r in items])}**",
                  pct([r["test_accuracy"] for _, r in items]), "", "",
@@ -184,12 +188,18 @@ FRONTIER_SHAPES = {"fast": "airbench94-shaped", "fast-muon": "airbench94_muon-sh
                    "fast95": "airbench95-shaped: widths 128/384/384", "fast96": "airbench96-shaped: 3 convs per group"}
 
 
-def frontier_finals() -> dict[tuple[str, str], list[tuple[str, dict]]]:
-    """The kept `train --recipe R --final --seed S` runs of benchmarks/frontier.py, by (CPU class folder, recipe)."""
+def per_cpu_class(pattern: str) -> dict[tuple[str, str], list[tuple[str, dict]]]:
+    """Kept frontier runs (benchmarks/frontier.py keeps them in a folder per CPU class: frontier/CLASS/NAME.json)
+    matching `pattern` inside such a folder, by (CPU class, recipe): bf16 and fp32, fast and slow CPUs apart."""
     out: dict[tuple[str, str], list] = {}
-    for name, r in kept_glob("frontier/*/final-*-seed*.json"):
+    for name, r in kept_glob(f"frontier/*/{pattern}"):
         out.setdefault((Path(name).parent.name, r["recipe"]), []).append((name, r))
     return dict(sorted(out.items()))
+
+
+def frontier_finals() -> dict[tuple[str, str], list[tuple[str, dict]]]:
+    """The kept `train --recipe R --final --seed S` runs of benchmarks/frontier.py, by (CPU class, recipe)."""
+    return per_cpu_class("final-*-seed*.json")
 
 
 def frontier_final() -> str:
@@ -198,8 +208,8 @@ def frontier_final() -> str:
     finals = frontier_finals()
     if not finals:
         return "_No kept runs yet: `benchmarks/frontier.py --steps final` trains and keeps them._\n"
-    return "\n".join(f"`{recipe}` (kept in `frontier/{folder}/`):\n\n"
-                     + fast_final(f"frontier/{folder}/final-{recipe}-seed*.json") for folder, recipe in finals)
+    return "\n".join(f"`{recipe}` (kept in `frontier/{folder}/`):\n\n" + final_table(items)
+                     for (folder, recipe), items in finals.items())
 
 
 def fast_budget() -> str:
@@ -450,21 +460,19 @@ def serving() -> str:
 
 def frontier_muon_val() -> str:
     """frontier.md: `fast` against `fast-muon` on the validation split (the shortened choice), per seed."""
-    items = kept_glob("frontier/*/val-*.json")
-    if not items:
+    groups = per_cpu_class("val-*.json")
+    if not groups:
         return "_No kept runs yet: `benchmarks/frontier.py --steps muon-val` trains and keeps them._\n"
-    by_recipe: dict[tuple[str, str], list[dict]] = {}  # per CPU class: bf16 and fp32 round differently
-    for name, r in items:
-        by_recipe.setdefault((Path(name).parent.name, r["recipe"]), []).append(r)
     rows = []
-    for (folder, recipe), runs in sorted(by_recipe.items()):
-        runs.sort(key=lambda r: r["seed"])
+    for (folder, recipe), kept in groups.items():
+        runs = sorted((r for _, r in kept), key=lambda r: r["seed"])
         rows.append([f"`{folder}`", f"`{recipe}`", runs[0]["epochs"], runs[0]["settings"]["batch_size"],
                      ", ".join(f"{r['best_val_accuracy']:.2%}" for r in runs),
                      pct([r["best_val_accuracy"] for r in runs]),
                      f"{runs[0]['epochs'] * runs[0]['settings']['subset']:,}"])
     return (table(["CPU class", "recipe", "epochs", "batch", "best validation accuracy per seed", "mean ± std",
-                   "images trained (the compute)"], rows) + f"\nMeasured on: {origins(items)}.\n")
+                   "images trained (the compute)"], rows)
+            + f"\nMeasured on: {origins([i for kept in groups.values() for i in kept])}.\n")
 
 
 def frontier_runs() -> str:
@@ -619,7 +627,7 @@ def keras_claim() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "make-run": make_run, "make-run-classes": make_run_classes, "fast-final": fast_final,
-    "fast-5ep": lambda: fast_final("fast/final-5ep-seed*.json"), "fast-budget": fast_budget,
+    "fast-5ep": lambda: final_table(kept_glob("fast/final-5ep-seed*.json")), "fast-budget": fast_budget,
     "fast-switches": fast_switches, "model-table": model_table, "tune-seeds": tune_seeds,
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,

@@ -22,7 +22,7 @@
    current kept `budget` and `auto` runs (CURRENT: not the earlier runs a rerun replaced), one line per recipe, the
    auto-picked runs as points.
 Figures are kept with provenance (kept_runs.py) in benchmarks/results/frontier/CPU/, one folder per CPU class
-(provenance.cpu_class(): model name and instruction sets, e.g. amd-epyc-avx512-bf16): a file is named by recipe and
+(provenance.cpu_class: model name and instruction sets, e.g. amd-epyc-avx512-bf16): a file is named by recipe and
 minutes or seed only, so another CPU's run of the same name never replaces it. flops.jsonl (rows, each with its CPU)
 is shared. docs/frontier.md's tables are generated from them (benchmarks/doc_tables.py). Timed figures: let nothing
 else run on the machine meanwhile.
@@ -145,7 +145,7 @@ def plot(folder: Path, out: Path) -> None:
 def main() -> int:
     from cifar10cnn.config import RunConfig
     from cifar10cnn.fileio import atomic_write_text
-    from cifar10cnn.provenance import cpu_class
+    from cifar10cnn.provenance import cpu_class, cpu_features, cpu_name
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/frontier"))
@@ -157,7 +157,7 @@ def main() -> int:
                    choices=["muon-val", "budget", "auto", "final", "curves", "flops", "plot"])
     p.add_argument("--remeasure", action="store_true")
     args = p.parse_args()
-    here = RESULTS / cpu_class()  # this CPU class's kept runs
+    here = RESULTS / cpu_class(cpu_name(), cpu_features())  # this CPU class's kept runs
     here.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds if "muon-val" in args.steps else []:
         for recipe in MUON_VAL_RECIPES:

@@ -160,7 +160,7 @@ def test_cpu_class_is_a_folder_name_of_model_and_instruction_sets(name, features
 
 def test_kept_frontier_runs_sit_in_the_folder_of_the_cpu_that_made_them():
     """A `--time-budget` run is named by recipe and minutes only: its CPU class's folder keeps another CPU's run of
-    the same name from replacing it (benchmarks/frontier.py writes to RESULTS / cpu_class())."""
+    the same name from replacing it (benchmarks/frontier.py writes to RESULTS / this CPU's cpu_class)."""
     from cifar10cnn.provenance import cpu_class
 
     frontier = ROOT / "benchmarks" / "results" / "frontier"

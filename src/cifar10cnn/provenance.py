@@ -68,13 +68,12 @@ _FEATURE_SLUGS = {"AVX-512 bf16 + AMX": "amx", "AVX-512 bf16, no AMX": "avx512-b
                   "AVX2, no AVX-512": "avx2", "no AVX2": "no-avx2", None: "unknown-isa"}
 
 
-def cpu_class(name: str | None = None, features: str | None = None) -> str:
+def cpu_class(name: str, features: str | None) -> str:
     """A folder name for one kind of CPU: its model name and instruction sets, e.g. "amd-epyc-avx512-bf16" or
     "intel-xeon-platinum-8481c-amx" (trademarks and clock dropped). Figures keyed only by recipe and minutes
     (a `--time-budget` run) are kept per CPU class, so one CPU's run never replaces another's.
-    name, features: cpu_name()'s and cpu_features()'s (this machine's when None)."""
-    name = cpu_name() if name is None else name
-    features = cpu_features() if features is None else features
+    name, features: as cpu_name() and cpu_features() give them (this machine's: cpu_class(cpu_name(),
+    cpu_features())); features None: not known."""
     model = re.sub(r"\((r|tm)\)|\bcpu\b.*$|@.*$|\b\d+-core processor\b", " ", name.lower())
     model = re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown-cpu"
     return f"{model}-{_FEATURE_SLUGS.get(features, 'unknown-isa')}"
