@@ -22,6 +22,8 @@ from cifar10cnn.training.budget import (
     check_points,
     epoch_ends,
     epochs_of,
+    final_eval_at_run_pace,
+    final_eval_left,
     fit_steps,
     relay_schedule,
     replan,
@@ -30,7 +32,7 @@ from cifar10cnn.training.budget import (
     up_pace,
 )
 from cifar10cnn.training.engine import train
-from cifar10cnn.training.hooks import BudgetReplan
+from cifar10cnn.training.hooks import BudgetReplan, over_budget
 from cifar10cnn.training.schedule import lr_factor, run_progress
 from cifar10cnn.training.state import TrainState, schedule_steps, steps_per_epoch
 
@@ -160,10 +162,10 @@ def test_without_a_replan_the_run_progress_is_step_over_total_exactly():
             assert run_progress(step, total) == min(1.0, step / total)
 
 
-def replan_run(cfg, planned: int, clock: list, history: list):
+def replan_run(cfg, planned: int, clock: list, history: list, budget: dict | None = None):
     sched = schedule_steps(cfg, planned, 40)
-    state = TrainState(planned, sched["total"], sched["warmup"], epoch=len(history), budget={"final_eval_s": 5.0},
-                       history=history)
+    state = TrainState(planned, sched["total"], sched["warmup"], epoch=len(history),
+                       budget=budget or {"final_eval_s": 5.0}, history=history)
     return state, SimpleNamespace(cfg=cfg, state=state, clock=lambda: clock[0], steps_per_epoch=40)
 
 
@@ -266,6 +268,55 @@ def test_epochs_are_added_only_at_the_pace_of_the_slowest_epoch_so_far():
     clock[0] = 60.0  # 55 s left: 5.5 of 10 s fit, fewer than the 7 planned: down at once, whatever the slowest
     BudgetReplan().on_epoch_end(run, {})
     assert state.budget["replanned"][-1]["epochs"] == 9.5 and state.last_epoch == 10
+
+
+def test_the_final_test_pass_is_re_estimated_from_the_runs_own_validation():
+    """The measurement's evaluation pace may be wrong (on a 2-core Zen 4 it kept 78.9 s for a 45.6-s test pass):
+    after an epoch the run scales the forward passes of the estimate by its own validation's seconds against the
+    measured ones; the fixed 5 s of loading and writing stay; it never falls below half the measured estimate."""
+    budget = {"validation_s": 4.0, "final_eval_s": 45.0}  # 40 s of forward passes + 5
+    assert final_eval_at_run_pace(budget, 2.0) == 25.0  # evaluation ran twice as fast
+    assert final_eval_at_run_pace(budget, 6.0) == 65.0  # half as fast again: more time kept, without a ceiling
+    assert final_eval_at_run_pace(budget, 0.4) == 25.0  # ten times as fast reads as twice (the floor)
+    assert final_eval_at_run_pace(budget, 4.0) == 45.0
+    # nothing to compare: no validation in the run (--final) or in the measurement, or a plan saved before it
+    assert final_eval_at_run_pace(budget, 0.0) is None
+    assert final_eval_at_run_pace({"validation_s": 0.0, "final_eval_s": 45.0}, 2.0) is None
+    assert final_eval_at_run_pace({"final_eval_s": 45.0}, 2.0) is None
+    assert final_eval_left(budget) == 45.0 and final_eval_left({**budget, "final_eval_s_at_run_pace": 25.0}) == 25.0
+
+
+def test_the_replans_and_the_stop_keep_the_runs_own_final_test_estimate():
+    """budget.replan and hooks.over_budget subtract the run-pace estimate once there is one: with 45 s kept for the
+    test pass, 1 more 10-s epoch fits in the 2 minutes after 55 s, with 25 s, 3 do (with the 5% margin: 10.5 s)."""
+    cfg = RunConfig.resolve("fast", {"time_budget": 2.0})
+    history = [{"seconds": 10.0}, {"seconds": 10.0}]
+    measured = {"validation_s": 4.0, "final_eval_s": 45.0}
+    state, run = replan_run(cfg, 3, [55.0], list(history), dict(measured))
+    BudgetReplan().on_epoch_end(run, {})  # 120 − 55 − 45 = 20 s: 2 more epochs, not 1 as planned
+    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 3.75, "was": 3}]
+    state, run = replan_run(cfg, 3, [55.0], list(history), {**measured, "final_eval_s_at_run_pace": 25.0})
+    BudgetReplan().on_epoch_end(run, {})  # 40 s: 3.75 epochs of 10.5
+    assert state.budget["replanned"] == [{"after_epoch": 2, "epochs": 5.75, "was": 3}]
+    state, run = replan_run(cfg, 5, [70.0], list(history), dict(measured))
+    assert over_budget(run)  # 70 + 10 + 45 > 120
+    state.budget["final_eval_s_at_run_pace"] = 25.0
+    assert not over_budget(run)  # 70 + 10 + 25 ≤ 120
+
+
+def test_a_budget_run_keeps_its_own_final_test_estimate(data, tmp_path, monkeypatch):
+    """A measurement that read the evaluation 100× too slow (10 s for 100 validation images): after the first epoch
+    the run keeps its own estimate of the test pass, at the floor of half the measured one, in metrics.json."""
+    monkeypatch.setattr(engine, "replan", lambda *a, **k: None)
+    monkeypatch.setattr(hooks, "replan", lambda *a, **k: None)
+    cfg = RunConfig.resolve("seed-aug", {"time_budget": 2.0, "subset": 300, "val_size": 100, "batch_size": 20})
+    speed = {"train_images_per_s": 300 / 40, "eval_images_per_s": 10.0, "estimated_epoch_s": 50.0,
+             "validation_s": 10.0, "final_eval_s": 45.0, "measured_by": "a misread probe"}
+    _, m = train(cfg, tmp_path / "run", data=data, test=False, speed=speed)
+    b = m["budget"]
+    assert b["final_eval_s"] == 45.0 and b["final_eval_s_at_run_pace"] == 25.0
+    # 120 s − 45 for the test: an epoch of 40 + 10 s and a quarter more (15 steps an epoch: 19 steps)
+    assert b["planned_epochs"] == b["epochs_run"] == 1.27 and m["epochs"] == 2 and not b["stopped_by_budget"]
 
 
 @pytest.mark.parametrize("speed, planned, checked_at", [(12.5, 0.53, 0.27), (6.25, 0.27, 0.13), (1e6, None, 0.27)])

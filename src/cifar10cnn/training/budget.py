@@ -38,6 +38,10 @@ PARTS = len(CHECKS) + 1  # and where a run may end: at any quarter of an epoch
 # after one warm-up batch of 128 on a 2-core AMD EPYC, fast-muon's first batch of 2,000 trained at 109 img/s and the
 # next two at 110 and 115; fast's first of 1,024 at 132, the next two at 128 and 121 (calibration_images)
 WARMUP_BATCH = 128
+FINAL_EVAL_FIXED_S = 5.0  # of the final test pass, besides its forward passes: loading the weights, writing files
+# the run's own evaluation pace may shorten the final test pass's estimate to half of the measured one, no less: a
+# small validation split times few batches (the measurement read a 2-core Zen 4 1.6× slow, 78.9 s for 45.6)
+FINAL_EVAL_FLOOR = 0.5
 
 
 def up_pace(history: list[dict], epoch_s: float) -> float:
@@ -169,7 +173,7 @@ def replan(cfg, st: TrainState, now_s: float, train_s: float, val_s: float, step
     budget's "replanned"; where it was made and the ends, all in epochs of optimizer steps: epochs_of); else
     None."""
     n = steps_per_epoch
-    left = cfg.time_budget * 60 - now_s - st.budget["final_eval_s"]
+    left = cfg.time_budget * 60 - now_s - final_eval_left(st.budget)
     end = st.end_step(n)
     step = min(st.epoch * n + steps_done, end)
     fits = steps_that_fit(left, step, st.epoch, n, train_s, val_s)
@@ -184,6 +188,26 @@ def replan(cfg, st: TrainState, now_s: float, train_s: float, val_s: float, step
     relay_schedule(cfg, st, step, fits, n)
     st.budget.setdefault("replanned", []).append(record)
     return record
+
+
+def final_eval_at_run_pace(budget: dict, eval_s: float) -> float | None:
+    """The final test pass's seconds re-estimated from the run's own evaluation: `eval_s`, what its last epoch's
+    validation (with the training sample) took, against the `validation_s` the speed measurement expected for the
+    same images: the plan's `final_eval_s` (its forward passes; FINAL_EVAL_FIXED_S stays) scaled by that ratio, at
+    least FINAL_EVAL_FLOOR of it. None when there is nothing to compare (no validation: --final; a plan saved
+    before `validation_s` was kept). On a 2-core Zen 4, `fast --time-budget 5` measured 947 eval img/s and kept
+    78.9 s for a test pass that took 45.6 (1,540 img/s): never corrected, 65 s of the 300 went unused."""
+    measured = budget.get("validation_s") or 0.0
+    if measured <= 0 or eval_s <= 0:
+        return None
+    ratio = max(FINAL_EVAL_FLOOR, eval_s / measured)
+    return round(FINAL_EVAL_FIXED_S + max(0.0, budget["final_eval_s"] - FINAL_EVAL_FIXED_S) * ratio, 2)
+
+
+def final_eval_left(budget: dict) -> float:
+    """The seconds a budget keeps for the final test pass: from the run's own evaluation pace once an epoch has
+    been validated (final_eval_at_run_pace, kept as "final_eval_s_at_run_pace"), else the measured estimate."""
+    return budget.get("final_eval_s_at_run_pace", budget["final_eval_s"])
 
 
 def replan_direction(record: dict) -> str:
@@ -230,7 +254,7 @@ def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, 
     passes = 1 + (tta_views(cfg.tta_translate) if cfg.tta else 0)  # the single-view figure + the TTA views
     return {"train_images_per_s": train_ips, "eval_images_per_s": eval_ips,
             "estimated_epoch_s": len(train_idx) / train_ips + n_val / eval_ips, "validation_s": n_val / eval_ips,
-            "final_eval_s": n_test / eval_ips * passes + 5.0,  # + loading and writing files
+            "final_eval_s": n_test / eval_ips * passes + FINAL_EVAL_FIXED_S,
             "steps_per_epoch": steps_per_epoch(len(train_idx), bs),
             "measured_by": "the recipe picker's probe" if probe_images else "the run",
             "measure_s": time.perf_counter() - t_start}

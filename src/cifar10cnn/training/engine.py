@@ -41,7 +41,17 @@ from ..runs import (
 )
 from ..runtime import resolve_runtime
 from ..weights import save_weights
-from .budget import check_points, epoch_ends, epochs_of, epochs_text, lay_plan, plan_budget, replan, replan_line
+from .budget import (
+    check_points,
+    epoch_ends,
+    epochs_of,
+    epochs_text,
+    final_eval_at_run_pace,
+    lay_plan,
+    plan_budget,
+    replan,
+    replan_line,
+)
 from .checkpoint import load_checkpoint
 from .distributed import Dist, DistOptions, check_batch, group_failure, local_order, lost_group
 from .distributed import start as start_group
@@ -307,7 +317,7 @@ def train_epoch(run: Run) -> tuple[dict, dict]:
            "images_per_s": round(images / train_time, 1),
            "train_eval_loss": round(te["loss"], 6) if te else "",
            "train_eval_accuracy": round(te["accuracy"], 6) if te else ""}
-    exact = {"seconds": seconds, "val_loss": va["loss"] if va else None,
+    exact = {"seconds": seconds, "eval_seconds": seconds - train_time, "val_loss": va["loss"] if va else None,
              "val_accuracy": va["accuracy"] if va else None}
     return row, exact
 
@@ -386,11 +396,14 @@ def is_better(cfg: RunConfig, value: float | None, best: float | None) -> bool:
 
 
 def record(run: Run, row: dict, exact: dict) -> None:
-    """The epoch into the state; the best weights (by the monitored validation figure) into model.safetensors."""
+    """The epoch into the state; the best weights (by the monitored validation figure) into model.safetensors;
+    under a time budget, the final test pass re-estimated from this epoch's evaluation (budget.final_eval_left)."""
     cfg, st = run.cfg, run.state
     st.history.append(row)
     st.epoch = row["epoch"]
     st.train_seconds += exact["seconds"]
+    if st.budget and (final_s := final_eval_at_run_pace(st.budget, exact["eval_seconds"])) is not None:
+        st.budget["final_eval_s_at_run_pace"] = final_s
     monitored = exact[cfg.monitor]
     run.improved = run.dist.broadcast(is_better(cfg, monitored, st.best))  # rank 0 decides
     if run.improved:

@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text, csv_text
 from ..progress import console
 from ..runs import HISTORY_FIELDS, checkpoint_path, replace_run
-from .budget import replan, replan_line
+from .budget import final_eval_left, replan, replan_line
 from .checkpoint import save_checkpoint
 from .state import Run
 
@@ -85,10 +85,10 @@ class BudgetReplan(Hook):
 
 def over_budget(run: Run) -> bool:
     """Would the next epoch (its planned share: the last may end part of the way) pass the time budget, final
-    evaluation included?"""
+    evaluation included (at the run's own evaluation pace: budget.final_eval_left)?"""
     st, n = run.state, run.steps_per_epoch
     share = min(n, st.end_step(n) - st.epoch * n) / n
-    return run.clock() + share * epoch_seconds(st.history) + st.budget["final_eval_s"] > run.cfg.time_budget * 60
+    return run.clock() + share * epoch_seconds(st.history) + final_eval_left(st.budget) > run.cfg.time_budget * 60
 
 
 class TensorBoard(Hook):
