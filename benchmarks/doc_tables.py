@@ -475,12 +475,15 @@ def frontier_muon_val() -> str:
             + f"\nMeasured on: {origins([i for kept in groups.values() for i in kept])}.\n")
 
 
+NO_BUDGET_RUNS = "_No kept runs yet: `benchmarks/frontier.py --steps budget auto` trains and keeps them._\n"
+
+
 def frontier_runs() -> str:
     """frontier.md: every kept `train --time-budget M` run of benchmarks/frontier.py (a named recipe, or the one
     the program picked), by CPU."""
     items = kept_glob("frontier/*/budget-*.json") + kept_glob("frontier/*/auto-*.json")
     if not items:
-        return "_No kept runs yet: `benchmarks/frontier.py --steps budget auto` trains and keeps them._\n"
+        return NO_BUDGET_RUNS
     rows = []
     for name, r in sorted(items, key=lambda i: (cpu(i[1]["provenance"], "machine_cpu"), i[1]["minutes"], i[0])):
         auto = Path(name).name.startswith("auto-")
@@ -492,10 +495,37 @@ def frontier_runs() -> str:
                   "with the recipe's TTA", "wall min", "measured on", "command"], rows)
 
 
+def frontier_best() -> str:
+    """frontier.md: the frontier itself, per CPU class: at each budget, the best test accuracy (the recipe's TTA) of
+    the kept `train --time-budget M` runs of benchmarks/frontier.py, named recipe or picked. Only each name's
+    latest measurement counts (`budget-fast-5min.json`, not a `-whole-epochs` file kept from older code)."""
+    by_budget: dict[tuple[str, float], list[tuple[str, dict]]] = {}
+    for name, r in kept_glob("frontier/*/budget-*.json") + kept_glob("frontier/*/auto-*.json"):
+        if Path(name).stem.endswith("min"):
+            by_budget.setdefault((Path(name).parent.name, r["minutes"]), []).append((name, r))
+    if not by_budget:
+        return NO_BUDGET_RUNS
+    rows = []
+    for (folder, minutes), items in sorted(by_budget.items()):
+        name, r = max(items, key=lambda i: i[1]["test_accuracy_tta"])
+        auto = Path(name).name.startswith("auto-")
+        run, ran = (f"auto → `{r['recipe']}`" if auto else f"`--recipe {r['recipe']}`"), epochs_ran(r)
+        rows.append([f"`{folder}`", f"{minutes:g}", f"{run}, {ran:g} epoch{'' if ran == 1 else 's'}",
+                     f"**{r['test_accuracy_tta']:.2%}**", f"{r['test_accuracy']:.2%}", f"{r['wall_seconds'] / 60:.1f}",
+                     len(items), origin(name, r)[2], f"`{name}`"])
+    return table(["CPU class", "budget (min)", "best run", "test accuracy, the recipe's TTA", "single view",
+                  "wall min", "runs compared", "code", "kept in"], rows)
+
+
+def epochs_ran(kept: dict) -> int | float:
+    """The epochs a budget run ran: 8.5 when the last ended half-way (`epochs` counts it as one)."""
+    return (kept.get("budget") or {}).get("epochs_run", kept["epochs"])
+
+
 def budget_epochs(kept: dict) -> str:
     """The epochs a budget run ran; if it re-planned, what it planned first and each re-plan (E at epoch X)."""
     b = kept.get("budget") or {}
-    ran = b.get("epochs_run", kept["epochs"])  # 8.5: the last epoch ended half-way
+    ran = epochs_ran(kept)
     if not b.get("replanned"):
         return str(ran)
     replans = ", ".join(f"{x['epochs']} at epoch {x['after_epoch']:g}" for x in b["replanned"])
@@ -632,6 +662,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "engine-refactor-speed": engine_refactor_speed, "class-claim": class_claim_verdict,
     "predict-onnx": predict_onnx, "serving": serving, "distributed-equivalence": distributed_equivalence,
     "folder-datasets": folder_datasets, "frontier-muon-val": frontier_muon_val, "frontier-runs": frontier_runs,
+    "frontier-best": frontier_best,
     "frontier-final": frontier_final,
     "frontier-curves": frontier_curves, "frontier-flops": frontier_flops, "keras-vs-torch": keras_vs_torch,
     "keras-claim": keras_claim, "conv-speed": conv_speed,

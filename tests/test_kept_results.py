@@ -4,6 +4,7 @@ and the docs' results tables are exactly what the kept files give."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -142,6 +143,33 @@ def test_predict_and_onnx_figures_are_kept_and_rendered(quick_run, tmp_path, mon
     monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
     text = doc_tables.render("predict-onnx")
     assert "same top-1 for 200 of 200" in text and str(quick_run) in text
+
+
+def test_the_frontier_table_names_the_best_latest_run_of_each_budget(tmp_path, monkeypatch):
+    """frontier-best: per CPU class and budget, the kept run with the best TTA accuracy, named recipe or picked;
+    a file kept from older code under a suffixed name (`-whole-epochs`) is not the frontier, however high."""
+    prov = {"machine_cpu": "AMD EPYC", "machine_cpu_features": "AVX2, no AVX-512", "precision": "fp32",
+            "threads": 2, "code": {"commit": "a" * 40, "dirty": False}}
+
+    def keep(folder: str, name: str, recipe: str, minutes: float, tta: float, epochs_run: float) -> None:
+        path = tmp_path / "results" / "frontier" / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"recipe": recipe, "minutes": minutes, "test_accuracy": tta - 0.01,
+                                    "test_accuracy_tta": tta, "epochs": math.ceil(epochs_run), "wall_seconds": 290,
+                                    "budget": {"epochs_run": epochs_run}, "provenance": prov}))
+
+    keep("cpu-a", "budget-fast-5min.json", "fast", 5, 0.80, 2.25)
+    keep("cpu-a", "auto-5min.json", "resnet", 5, 0.85, 4.5)
+    keep("cpu-a", "budget-fast-5min-whole-epochs.json", "fast", 5, 0.90, 2)
+    keep("cpu-b", "budget-fast-5min.json", "fast", 5, 0.70, 1)
+    keep("cpu-a", "budget-seed-aug-1min.json", "seed-aug", 1, 0.30, 0.25)
+    monkeypatch.setattr(doc_tables, "RESULTS", tmp_path / "results")
+    rows = [line.split(" | ") for line in doc_tables.render("frontier-best").splitlines()[2:]]
+    assert [(r[0], r[1], r[2], r[3], r[6]) for r in rows] == [
+        ("| `cpu-a`", "1", "`--recipe seed-aug`, 0.25 epochs", "**30.00%**", "1"),
+        ("| `cpu-a`", "5", "auto → `resnet`, 4.5 epochs", "**85.00%**", "2"),
+        ("| `cpu-b`", "5", "`--recipe fast`, 1 epoch", "**70.00%**", "1")]
+    assert rows[1][-1] == "`frontier/cpu-a/auto-5min.json` |"
 
 
 @pytest.mark.parametrize("name, features, folder", [
