@@ -102,3 +102,35 @@ def test_an_invalid_model_option_is_one_line(tmp_path, capsys, cifar_dir):
     assert cli("train", *QUICK, "--epochs", "1", "--set", 'model_options={"dropout": 5}', "--out", tmp_path / "r") == 2
     err = capsys.readouterr().err
     assert "bad options for model 'seed'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_only_uncommitted_code_makes_a_figure_dirty(tmp_path, monkeypatch):
+    """A result kept earlier in a sitting is an uncommitted tracked file until the sitting ends: it is not code, so
+    the next figure's provenance is not `dirty`; a changed source file is."""
+    import subprocess
+
+    from cifar10cnn import provenance
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "src").mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    for path in ("benchmarks/results/kept.json", "src/code.py"):
+        (repo / path).write_text("0\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    monkeypatch.setattr(provenance, "__file__", str(repo / "src" / "code.py"))  # _git runs beside it
+
+    def dirty() -> bool:
+        provenance.code_version.cache_clear()
+        return provenance.code_version()["dirty"]
+
+    try:
+        assert dirty() is False
+        (repo / "benchmarks" / "results" / "kept.json").write_text("1\n")  # a kept result, re-measured
+        assert dirty() is False
+        (repo / "src" / "code.py").write_text("1\n")
+        assert dirty() is True
+    finally:
+        provenance.code_version.cache_clear()
