@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from frontier import CURRENT, epochs_ran  # the kept runs' names and epochs as the frontier's curves and plot read them
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCK = re.compile(r"(<!-- table:([\w-]+) [^\n]*?-->\n)(.*?)(<!-- /table:\2 -->)", re.S)
@@ -501,7 +503,7 @@ def frontier_best() -> str:
     latest measurement counts (`budget-fast-5min.json`, not a `-whole-epochs` file kept from older code)."""
     by_budget: dict[tuple[str, float], list[tuple[str, dict]]] = {}
     for name, r in kept_glob("frontier/*/budget-*.json") + kept_glob("frontier/*/auto-*.json"):
-        if Path(name).stem.endswith("min"):
+        if CURRENT.fullmatch(Path(name).name):
             by_budget.setdefault((Path(name).parent.name, r["minutes"]), []).append((name, r))
     if not by_budget:
         return NO_BUDGET_RUNS
@@ -515,11 +517,6 @@ def frontier_best() -> str:
                      len(items), origin(name, r)[2], f"`{name}`"])
     return table(["CPU class", "budget (min)", "best run", "test accuracy, the recipe's TTA", "single view",
                   "wall min", "runs compared", "code", "kept in"], rows)
-
-
-def epochs_ran(kept: dict) -> int | float:
-    """The epochs a budget run ran: 8.5 when the last ended half-way (`epochs` counts it as one)."""
-    return (kept.get("budget") or {}).get("epochs_run", kept["epochs"])
 
 
 def budget_epochs(kept: dict) -> str:

@@ -72,12 +72,16 @@ def budget_runs(results: Path) -> list[tuple[str, str, dict]]:
     return runs
 
 
+def epochs_ran(kept: dict) -> int | float:
+    """The epochs a kept budget run ran: 8.5 when the last ended half-way (`epochs` counts it as one)."""
+    return (kept.get("budget") or {}).get("epochs_run", kept["epochs"])
+
+
 def curves(results: Path) -> dict:
     points: dict[tuple[str, float], list] = {}
     for name, recipe, kept in budget_runs(results):
         if kept.get("test_accuracy_tta") is not None:
-            epochs = (kept.get("budget") or {}).get("epochs_run", kept["epochs"])  # 8.5: a last epoch ended half-way
-            points.setdefault((recipe, epochs), []).append((kept["test_accuracy_tta"], name))
+            points.setdefault((recipe, epochs_ran(kept)), []).append((kept["test_accuracy_tta"], name))
     recipes: dict[str, dict] = {r: {"points": []} for r in CANDIDATES}
     for (recipe, epochs), runs in sorted(points.items()):
         recipes[recipe]["points"].append({
