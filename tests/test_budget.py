@@ -25,6 +25,7 @@ from cifar10cnn.training.budget import (
     final_eval_at_run_pace,
     final_eval_left,
     fit_steps,
+    lay_plan,
     relay_schedule,
     replan,
     replan_line,
@@ -33,6 +34,7 @@ from cifar10cnn.training.budget import (
 )
 from cifar10cnn.training.engine import train
 from cifar10cnn.training.hooks import BudgetReplan, over_budget
+from cifar10cnn.training.pick import PROBE_IMAGES, probe
 from cifar10cnn.training.schedule import lr_factor, run_progress
 from cifar10cnn.training.state import TrainState, schedule_steps, steps_per_epoch
 
@@ -319,6 +321,21 @@ def test_a_budget_run_keeps_its_own_final_test_estimate(data, tmp_path, monkeypa
     assert b["planned_epochs"] == b["epochs_run"] == 1.27 and m["epochs"] == 2 and not b["stopped_by_budget"]
 
 
+def test_a_speed_measurement_keeps_each_timed_step(data):
+    """Where a misread comes from: the measurement keeps its warm-up's seconds and each timed step's (one slow step,
+    or all of them), and the plan keeps them in metrics.json."""
+    cfg = RunConfig.resolve("seed-aug", {"time_budget": 1.0, "subset": 300, "val_size": 100, "batch_size": 20})
+    speed = probe(cfg, data)
+    n_train = speed["steps_per_epoch"] * 20  # the 300 images: fewer than PROBE_IMAGES, so all of them are timed
+    assert calibration_images(20, n_train, PROBE_IMAGES)[2] == n_train
+    assert len(speed["step_s"]) == speed["steps_per_epoch"] == 15 and min(speed["step_s"]) > 0
+    assert sum(speed["step_s"]) <= n_train / speed["train_images_per_s"] + 1e-9  # inside the timed span
+    assert 0 < speed["warmup_s"] < speed["measure_s"]
+    plan = lay_plan(cfg, speed, speed["measure_s"], speed["steps_per_epoch"])
+    assert plan["speed_step_s"] == [round(s, 3) for s in speed["step_s"]]
+    assert plan["speed_warmup_s"] == round(speed["warmup_s"], 2)
+
+
 @pytest.mark.parametrize("speed, planned, checked_at", [(12.5, 0.53, 0.27), (6.25, 0.27, 0.13), (1e6, None, 0.27)])
 def test_the_plan_is_checked_during_an_epoch(data, tmp_path, speed, planned, checked_at):
     """A speed measured before the run (as the recipe picker's probe is) that read the machine wrong (far too
@@ -335,6 +352,7 @@ def test_the_plan_is_checked_during_an_epoch(data, tmp_path, speed, planned, che
     b = m["budget"]
     planned = b["planned_epochs"]
     assert b["speed_measured_by"] == "a misread probe" and b["train_images_per_s"] == round(speed, 1)
+    assert b["speed_step_s"] is None and b["speed_warmup_s"] is None  # a speed given, not measured step by step
     first = m["budget"]["replanned"][0]  # at step 4 of 15 (80 of 300 images), or 2 (40)
     assert first["was"] == planned and first["after_epoch"] == checked_at
     assert (first["epochs"] > planned) == (planned < 1) and math.ceil(m["budget"]["epochs_run"]) == m["epochs"]

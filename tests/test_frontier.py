@@ -251,6 +251,55 @@ def test_the_pick_is_the_best_expected_accuracy_among_recipes_that_fit(monkeypat
     assert "after 1 epoch at 100 img/s" in pick.pick_lines(pick.pick_recipe(2, {}, data, time.perf_counter()))[-1]
 
 
+def test_a_recipe_never_quicker_than_another_is_probed_only_when_it_could_win(monkeypatch, data):
+    """fast95 (the fast model, wider) fits at most fast's epochs: when its curve there is no better than the best
+    expectation so far it is not probed (a probe of it is ~10 s on a 2-core CPU); when it could win, it is."""
+    import time
+
+    calls = []
+
+    def fake_probe(cfg, data, stats):
+        calls.append(cfg.recipe)
+        return {"train_images_per_s": 100.0, "final_eval_s": 10.0, "validation_s": 0.0, "steps_per_epoch": 40,
+                "measured_by": "test", "estimated_epoch_s": {"fast": 30, "fast95": 90}[cfg.recipe]}
+
+    monkeypatch.setattr(pick, "probe", fake_probe)
+    curves = {"fast95": [{"epochs": 12, "test_accuracy_tta": 0.95}],  # first in the file: probed last all the same
+              "fast": [{"epochs": 1, "test_accuracy_tta": 0.75}, {"epochs": 10, "test_accuracy_tta": 0.94}]}
+    monkeypatch.setattr(pick, "read_frontier", lambda: curves)
+    # 3 minutes: fast fits 5.5 epochs of 30 s (0.75 + 0.19 × 4.5 / 9 = 84.5%); fast95's curve at 5.5 epochs is
+    # 0.1 + 0.85 × 5.5 / 12 = 49.0%: it cannot win, and is not probed
+    p = pick.pick_recipe(3, {}, data, time.perf_counter())
+    assert calls == ["fast"] and p["recipe"] == "fast" and [r["recipe"] for r in p["rows"]] == ["fast95", "fast"]
+    assert p["rows"][0]["skipped"] == ("no quicker than fast, which fits 5.5 epochs: at most 49.0% expected after "
+                                       "them, not above fast's 84.5%")
+    lines = pick.pick_lines(p)
+    assert "fast95     not probed: no quicker than fast" in lines[1] and lines[-1].startswith("→ fast:")
+    # 20 minutes: fast fits 39.5 epochs (94.0%, flat past 10), and fast95 could reach 95.0%: probed, and it fits
+    # 13 epochs of 90 s, past its last measured point
+    calls.clear()
+    p = pick.pick_recipe(20, {}, data, time.perf_counter())
+    assert calls == ["fast", "fast95"] and p["recipe"] == "fast95" and p["rows"][0]["epochs"] == 13
+    assert p["rows"][1]["epochs"] == 39.5 and "skipped" not in p["rows"][0]
+    # 10 s, all of it the test pass: fast fits no quarter of an epoch, so fast95 cannot either
+    calls.clear()
+    p = pick.pick_recipe(1 / 6, {}, data, time.perf_counter())
+    assert calls == ["fast"] and "fits no quarter of an epoch" in p["rows"][0]["skipped"] and p["recipe"] == "fast"
+
+
+@pytest.mark.parametrize("slower, quicker", sorted(pick.NEVER_QUICKER_THAN.items()))
+def test_a_recipe_never_quicker_than_another_is_the_same_model_with_more_flops(slower, quicker):
+    """What NEVER_QUICKER_THAN assumes: the same model at the same batch size, split and test views (the same steps
+    per epoch and test passes), with more FLOPs per image in training and in evaluation."""
+    a, b = RunConfig.resolve(slower), RunConfig.resolve(quicker)
+    assert a.model == b.model and (a.batch_size, a.val_size, a.tta, a.tta_translate) == (
+        b.batch_size, b.val_size, b.tta, b.tta_translate)
+    rt = resolve_runtime("cpu", "fp32", True, None)
+    fa, fb = (model_flops(build_classifier(c.model, [0.5] * 3, [0.25] * 3, 10, **c.model_options), rt) for c in (a, b))
+    assert fa["train"] > fb["train"] and fa["eval"] > fb["eval"]
+    assert quicker in pick.read_frontier() and quicker not in pick.NEVER_QUICKER_THAN  # always probed
+
+
 def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"  # the small fake data set: the picked recipe's test pass is over 1,000 images
     stats_of = []  # the candidates share one split: its channel statistics are computed once, not per candidate
@@ -262,8 +311,9 @@ def test_time_budget_without_recipe_picks_measures_and_records_why(fake_dir, tmp
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["recipe"] == picked["recipe"] and f"→ {picked['recipe']}" in text and "without --recipe" in text
     assert {r["recipe"] for r in picked["rows"]} == set(pick.read_frontier())
-    assert all(r["train_images_per_s"] > 0 for r in picked["rows"]) and stats_of == [300]
-    assert 0 < sum(r["probe_seconds"] for r in picked["rows"]) <= picked["seconds"]
+    probed = [r for r in picked["rows"] if "skipped" not in r]
+    assert all(r["train_images_per_s"] > 0 for r in probed) and stats_of == [300]
+    assert 0 < sum(r["probe_seconds"] for r in probed) <= picked["seconds"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["budget"]["wall_seconds"] >= picked["seconds"]  # the choice counted against the budget
     # the run planned from the picker's probe of its recipe: it did not measure it again

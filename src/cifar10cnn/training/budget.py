@@ -21,6 +21,7 @@ epoch then ran at 109 and 2 would have fit.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -232,7 +233,10 @@ def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, 
     per-image speed depends on the batch size: a probe of `fast` at batch 128 measured 162 img/s on a 2-core AMD
     EPYC, `bench` 133 at its batch of 1,024, so a quick probe also runs at the recipe's own batch size), and what
     an epoch (training + validation of n_val images) and the final test pass (n_test images, every TTA view) take
-    at it. "measured_by" names the measurement; "measure_s" is the time it took."""
+    at it. "measured_by" names the measurement; "measure_s" is the time it took, "warmup_s" the warm-up's part of it,
+    and "step_s" the seconds of each timed training step (on a CPU; None elsewhere): a reading far from the run's
+    own pace (`resnet` read 536 img/s where its epochs ran at 675–778) shows there whether one step was slow or
+    every one."""
     t_start = time.perf_counter()
     bs = cfg.batch_size
     warm_bs, n_warm, n_time = calibration_images(bs, len(train_idx), probe_images, runtime.device.type)
@@ -242,9 +246,11 @@ def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, 
     kwargs = {"augment": augment, "generator": g, "label_smoothing": cfg.label_smoothing}
     train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_warm], runtime, warm_bs, scaler,
                     **kwargs)
-    t0 = time.perf_counter()
-    train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_time], runtime, bs, scaler, **kwargs)
-    train_ips = n_time / (time.perf_counter() - t0)
+    warmup_s = time.perf_counter() - t_start
+    marks = [time.perf_counter()]  # after each timed step: where a misread comes from (one slow step, or all)
+    train_one_epoch(probe_model, probe_optimizer, train_x, train_y, order[:n_time], runtime, bs, scaler,
+                    on_batch=lambda _: marks.append(time.perf_counter()), **kwargs)
+    train_ips = n_time / (time.perf_counter() - marks[0])
     eval_images = train_x[order[: min(probe_images or EVAL_IMAGES, len(order))]]
     predict_logits(probe_model, eval_images[: cfg.eval_batch_size], runtime, cfg.eval_batch_size)  # warm-up
     t0 = time.perf_counter()
@@ -257,7 +263,9 @@ def measure_speed(cfg, probe_model, probe_optimizer, runtime, train_x, train_y, 
             "final_eval_s": n_test / eval_ips * passes + FINAL_EVAL_FIXED_S,
             "steps_per_epoch": steps_per_epoch(len(train_idx), bs),
             "measured_by": "the recipe picker's probe" if probe_images else "the run",
-            "measure_s": time.perf_counter() - t_start}
+            "measure_s": time.perf_counter() - t_start, "warmup_s": warmup_s,
+            # a CPU's steps end when the host's call does; a GPU's are only queued then
+            "step_s": [b - a for a, b in itertools.pairwise(marks)] if runtime.device.type == "cpu" else None}
 
 
 def lay_plan(cfg, speed: dict, spent_s: float, n_steps: int) -> dict:
@@ -273,6 +281,8 @@ def lay_plan(cfg, speed: dict, spent_s: float, n_steps: int) -> dict:
         "calibration_s": round(spent_s, 2), "planned_epochs": epochs_of(steps, n_steps), "planned_steps": steps,
         "planned_seconds": round(planned_s, 1),
         "stopped_by_budget": False, "speed_measured_by": speed["measured_by"],
+        "speed_warmup_s": round(speed["warmup_s"], 2) if speed.get("warmup_s") is not None else None,
+        "speed_step_s": [round(s, 3) for s in speed["step_s"]] if speed.get("step_s") else None,
     }
 
 

@@ -15,6 +15,9 @@ For every recipe with a measured curve in frontier.json:
                      frontier.json: means of kept CIFAR-10 runs (benchmarks/frontier.py curves writes it),
                      linear between measured epochs (from chance at 0), flat past the last one (no credit for
                      epochs never measured)
+A recipe declared never quicker than another (NEVER_QUICKER_THAN: `fast95`, the `fast` model wider) is probed last,
+and not at all when the other's epochs would not lift it above the best expectation so far (at 20 minutes on a
+2-core Zen 4, `fast` fits 11 epochs, and `fast95`'s curve gives far less there than `fast`'s).
 The recipe whose epochs fit with the highest expected accuracy wins; when none fits a quarter of an epoch, the
 quickest, or the one expected to do best after its quarter of those as quick within a probe's noise (PROBE_NOISE:
 at 2 minutes on a 2-core AMD EPYC, `seed-aug` read 146 s and `resnet` 149, and `seed-aug`'s quarter gives 14%).
@@ -38,6 +41,11 @@ FRONTIER_FILE = Path(__file__).resolve().parents[1] / "frontier.json"
 PROBE_IMAGES = 1024  # 256 (two batches of 128) read resnet at 386 img/s where its epochs ran at 315-330
 PROBE_NOISE = 1.05  # plans this close are as quick (one recipe's probes here: seed-aug 324 and 387 img/s)
 EXPECTED = "expected_test_accuracy_tta_at_epochs"  # a row's expected figure after the epochs it would train
+# A recipe that cannot train faster than another: the same model, wider, at the same batch size with the same test
+# views, so more FLOPs per image for the same steps and passes (tests/test_frontier.py checks each pair). It fits at
+# most that one's epochs here, so when its curve at those epochs is no better than the best expectation of the
+# recipes probed, it is not probed: `fast95`'s probe is ~10 s on a 2-core Zen 4, a sixth of a 1-minute budget.
+NEVER_QUICKER_THAN = {"fast95": "fast"}
 
 
 def read_frontier(path: Path = FRONTIER_FILE) -> dict[str, list[dict]]:
@@ -74,14 +82,51 @@ def probe(cfg: RunConfig, data: ImageDataset, stats: dict | None = None) -> dict
                          len(r.val_y) + len(r.sample_y), len(data.test_y), parts.augment, PROBE_IMAGES)
 
 
+def plan_row(name: str, points: list[dict], speed: dict, probe_s: float, minutes: float, spent: float,
+             n_classes: int) -> dict:
+    """A probed recipe's row: the epochs it fits after `spent` seconds (budget.fit_speed) and its expected accuracy
+    after them."""
+    n = speed["steps_per_epoch"]
+    steps, planned_s = fit_speed(minutes * 60, spent, speed, n)
+    epochs = epochs_of(steps, n)
+    return {"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1),
+            "probe_seconds": round(probe_s, 1), "epochs": epochs, "fits": planned_s <= minutes * 60,
+            "planned_seconds": round(planned_s, 1), EXPECTED: round(expected_accuracy(points, epochs, n_classes), 4),
+            "measured_epochs": [p["epochs"] for p in points]}
+
+
+def cannot_win(name: str, points: list[dict], plans: list[dict], n_classes: int) -> str | None:
+    """Why `name` need not be probed (NEVER_QUICKER_THAN), or None: the recipe it is never quicker than, planned
+    now, fits no quarter of an epoch, or its epochs would give `name` no more than the best expectation so far."""
+    bound = next((r for r in plans if r["recipe"] == NEVER_QUICKER_THAN.get(name)), None)
+    if bound is None:
+        return None
+    if not bound["fits"]:
+        return f"no quicker than {bound['recipe']}, which fits no quarter of an epoch"
+    best = max((r for r in plans if r["fits"]), key=lambda r: r[EXPECTED])
+    ceiling = expected_accuracy(points, bound["epochs"], n_classes)
+    if ceiling > best[EXPECTED]:
+        return None
+    return (f"no quicker than {bound['recipe']}, which fits {epochs_text(bound['epochs'])}: at most {ceiling:.1%} "
+            f"expected after them, not above {best['recipe']}'s {best[EXPECTED]:.1%}")
+
+
 def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: float) -> dict:
     """{"recipe": the choice, "why": one line, "rows": every candidate's plan and expectation, "seconds": spent,
     "speed": the chosen recipe's probe, which its run plans from (engine.train's `speed`)}. overrides: the user's
-    flags, applied to every candidate; started: perf_counter() when the run's work began."""
+    flags, applied to every candidate; started: perf_counter() when the run's work began. A recipe of
+    NEVER_QUICKER_THAN is probed after the others, and only if it could win (cannot_win)."""
     frontier = read_frontier()
+    n_classes = len(data.classes)
     probed: list[tuple[str, list[dict], dict, float]] = []
     rows, stats = [], {}
-    for name, points in frontier.items():
+    for name in sorted(frontier, key=lambda n: n in NEVER_QUICKER_THAN):  # the quicker ones first
+        points = frontier[name]
+        spent = time.perf_counter() - started
+        skip = cannot_win(name, points, [plan_row(*p, minutes, spent, n_classes) for p in probed], n_classes)
+        if skip:
+            rows.append({"recipe": name, "skipped": skip, "measured_epochs": [p["epochs"] for p in points]})
+            continue
         try:
             t0 = time.perf_counter()
             cfg = RunConfig.resolve(name, {**overrides, "time_budget": minutes})
@@ -89,20 +134,12 @@ def pick_recipe(minutes: float, overrides: dict, data: ImageDataset, started: fl
         except UserError as e:  # e.g. a model that cannot take the folder's image size
             rows.append({"recipe": name, "excluded": str(e)})
     spent = time.perf_counter() - started  # every candidate is probed before the chosen run starts
-    for name, points, speed, probe_s in probed:  # planned as the run will plan itself: after all the probes
-        n = speed["steps_per_epoch"]
-        steps, planned_s = fit_speed(minutes * 60, spent, speed, n)
-        epochs, fits = epochs_of(steps, n), planned_s <= minutes * 60
-        rows.append({"recipe": name, "train_images_per_s": round(speed["train_images_per_s"], 1),
-                     "probe_seconds": round(probe_s, 1), "epochs": epochs, "fits": fits,
-                     "planned_seconds": round(planned_s, 1),
-                     EXPECTED: round(expected_accuracy(points, epochs, len(data.classes)), 4),
-                     "measured_epochs": [p["epochs"] for p in points]})
+    rows += [plan_row(*p, minutes, spent, n_classes) for p in probed]  # planned as the run will plan itself
     rows.sort(key=lambda r: list(frontier).index(r["recipe"]))
-    usable = [r for r in rows if "excluded" not in r]
+    usable = [r for r in rows if "fits" in r]
     if not usable:
         raise UserError("no recipe with a measured frontier can train this data set: " +
-                        "; ".join(f"{r['recipe']}: {r['excluded']}" for r in rows))
+                        "; ".join(f"{r['recipe']}: {r['excluded']}" for r in rows if "excluded" in r))
     fitting = [r for r in usable if r["fits"]]
     if fitting:
         best = max(fitting, key=lambda r: (r[EXPECTED], r["train_images_per_s"]))
@@ -130,6 +167,8 @@ def pick_lines(picked: dict) -> list[str]:
     for r in picked["rows"]:
         if "excluded" in r:
             lines.append(f"  {r['recipe']:<10} cannot train this data set: {r['excluded']}")
+        elif "skipped" in r:
+            lines.append(f"  {r['recipe']:<10} not probed: {r['skipped']}")
         elif not r["fits"]:
             lines.append(f"  {r['recipe']:<10} {r['train_images_per_s']:>7,.0f} img/s  not a quarter of an epoch in "
                          f"the budget (~{r['planned_seconds']:.0f} s with the test pass; expected "
