@@ -20,7 +20,7 @@ run: install
 	$(BIN)/cifar10cnn train --seed $(SEED) --report $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

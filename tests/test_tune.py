@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 
 from cifar10cnn.config import RunConfig
-from cifar10cnn.experiments.tune import storage_url
+from cifar10cnn.errors import UserError
+from cifar10cnn.experiments.tune import TuneSettings, open_study, storage_url
 from cifar10cnn.training.engine import train
 
 from .conftest import StopAfter, cli
 
 optuna = pytest.importorskip("optuna", reason="tuning needs the experiments extra: pip install '.[experiments]'")
 
-TINY = ["--subset", "100", "--epochs", "2", "--threads", "1"]
+TINY = ["--subset", "100", "--val-size", "500", "--epochs", "2", "--threads", "1"]  # trials of seconds
 
 
 def _study(url: str, name: str = "seed-tune"):
@@ -53,6 +54,7 @@ def test_tune_two_trials_then_resume_to_three(tmp_path, cifar_dir, capsys):
     assert metrics["test_evaluated"] is False and "test_accuracy" not in metrics  # trials never read the test set
     config = json.loads((run0 / "config.json").read_text())["config"]
     assert config["lr"] == pytest.approx(float(rows[0]["lr"])) and config["subset"] == 100 and config["epochs"] == 2
+    assert config["val_size"] == 500 and json.loads((run0 / "config.json").read_text())["data"]["val_images"] == 500
     assert (out / "lr_batch.png").stat().st_size > 0 and (out / "study.db").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best"]["val_accuracy"] == max(float(r["value"]) for r in rows) and summary["baseline"] is None
@@ -63,15 +65,18 @@ def test_tune_two_trials_then_resume_to_three(tmp_path, cifar_dir, capsys):
     assert "Parameter importances" in capsys.readouterr().out
 
     # joining the study with another budget is refused in one line; the study is untouched
-    assert cli("tune", "--out", out, "--trials", "4", "--subset", "100", "--epochs", "3", "--data-dir", cifar_dir) == 2
+    assert cli("tune", "--out", out, "--trials", "4", "--subset", "100", "--val-size", "500", "--epochs", "3",
+               "--data-dir", cifar_dir) == 2
     assert "created with other settings (epochs 2 → 3)" in capsys.readouterr().err
     assert len(_study(storage_url(None, out)).trials) == 3
 
 
 def test_tune_final_trains_baseline_and_best_on_all_training_images(tmp_path, fake_dir):
     out = tmp_path / "tune"
-    assert cli("tune", "--out", out, "--trials", "2", "--subset", "200", "--epochs", "1", "--final",
-               "--data-dir", fake_dir) == 0
+    assert cli("tune", "--out", out, "--trials", "2", "--subset", "200", "--val-size", "300", "--epochs", "1",
+               "--final", "--data-dir", fake_dir) == 0
+    trial = json.loads((out / "trials" / "seed-tune" / "trial-0000" / "config.json").read_text())
+    assert trial["data"]["val_images"] == 300  # the trials' split; the final runs have none (below)
     baseline = json.loads((out / "baseline.json").read_text())
     assert baseline["params"] == {"lr": 1e-3, "batch_size": 32, "weight_decay": 0.0, "dropout": 0.5}
     summary = json.loads((out / "summary.json").read_text())
@@ -92,6 +97,8 @@ def test_tune_rejects_bad_input(tmp_path, capsys):
     assert cli("tune", "--out", tmp_path / "t", "--trials", "-1") == 2
     assert cli("tune", "--out", tmp_path / "t", "--model", "vgg") == 2
     assert "unknown model 'vgg'" in capsys.readouterr().err
+    assert cli("tune", "--out", tmp_path / "t", "--val-size", "0") == 2
+    assert "--val-size" in capsys.readouterr().err and not (tmp_path / "t" / "study.db").exists()
     assert cli("tune", "--out", tmp_path / "t", "--storage", "postgresql://nobody@127.0.0.1:1/none") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot open the study storage postgresql+psycopg://nobody@127.0.0.1:1/none")
@@ -112,6 +119,18 @@ def test_a_hook_can_stop_a_run_that_stays_resumable(tmp_path, data):
     assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 2
     _, m = train(cfg, tmp_path / "run", data=data, resume=True)
     assert m["epochs"] == 2 and "test_accuracy" in m
+
+
+def test_a_study_keeps_its_validation_size_and_older_studies_still_open(tmp_path):
+    """val_size is one of the settings that make trials comparable; a study saved before it existed (no
+    val_size in its settings) had the data set's split, so it opens with the default and refuses another."""
+    url = storage_url(None, tmp_path)
+    study = open_study(url, "s", TuneSettings(subset=100))
+    old = {k: v for k, v in study.user_attrs["settings"].items() if k != "val_size"}
+    study.set_user_attr("settings", old)
+    open_study(url, "s", TuneSettings(subset=100))  # the default split: the same trials
+    with pytest.raises(UserError, match="val_size None → 500"):
+        open_study(url, "s", TuneSettings(subset=100, val_size=500))
 
 
 # --- several worker processes on one study ------------------------------------------------------

@@ -49,6 +49,7 @@ class TuneSettings:
     recipe: str = "seed"
     epochs: int | None = None  # None: the recipe's
     subset: int | None = None
+    val_size: int | None = None  # validation images per trial; None: the data set's (5,000 of CIFAR's)
     time_budget: float | None = None  # minutes per trial
     patience: int | None = None
     seed: int = 0  # training seed of every trial (the same for all: trials differ only in their settings)
@@ -64,8 +65,9 @@ class TuneSettings:
         return max(2, min(5, epochs // 2))
 
     def config(self, overrides: dict | None = None, runtime: dict | None = None) -> RunConfig:
-        budget = {"model": self.model, "epochs": self.epochs, "subset": self.subset, "time_budget": self.time_budget,
-                  "patience": self.patience, "seed": self.seed, "dataset": self.dataset}
+        budget = {"model": self.model, "epochs": self.epochs, "subset": self.subset, "val_size": self.val_size,
+                  "time_budget": self.time_budget, "patience": self.patience, "seed": self.seed,
+                  "dataset": self.dataset}
         return RunConfig.resolve(self.recipe, {**budget, **(overrides or {}), **(runtime or {})})
 
 
@@ -114,7 +116,7 @@ def open_study(url: str, name: str, settings: TuneSettings, sampler_seed: int | 
     saved = study.user_attrs.get("settings")
     if saved is None:
         study.set_user_attr("settings", asdict(settings))
-    elif {"dataset": "cifar10", **saved} != asdict(settings):  # a study from before `dataset` was CIFAR-10's
+    elif {"dataset": "cifar10", "val_size": None, **saved} != asdict(settings):  # older studies: their defaults
         diff = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in asdict(settings).items() if saved.get(k) != v)
         raise UserError(f"study {name!r} was created with other settings ({diff}); its trials would not be "
                         "comparable: use another --study or the same flags")
