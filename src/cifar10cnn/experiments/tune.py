@@ -71,6 +71,10 @@ class TuneSettings:
         return RunConfig.resolve(self.recipe, {**budget, **(overrides or {}), **(runtime or {})})
 
 
+# what a study saved before these settings existed had: CIFAR-10, and its data set's own validation split
+SETTINGS_BEFORE_THEY_WERE_SAVED = {"dataset": "cifar10", "val_size": None}
+
+
 def _optuna():
     try:
         import optuna
@@ -116,7 +120,7 @@ def open_study(url: str, name: str, settings: TuneSettings, sampler_seed: int | 
     saved = study.user_attrs.get("settings")
     if saved is None:
         study.set_user_attr("settings", asdict(settings))
-    elif {"dataset": "cifar10", "val_size": None, **saved} != asdict(settings):  # older studies: their defaults
+    elif (saved := {**SETTINGS_BEFORE_THEY_WERE_SAVED, **saved}) != asdict(settings):
         diff = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in asdict(settings).items() if saved.get(k) != v)
         raise UserError(f"study {name!r} was created with other settings ({diff}); its trials would not be "
                         "comparable: use another --study or the same flags")
